@@ -1,0 +1,27 @@
+# Production image: gunicorn via `cds-service serve`, runtime dependencies only, non-root, JWT auth on.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY cds_service ./cds_service
+RUN pip install --no-cache-dir --upgrade pip \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CDS_ENV=production \
+    CDS_AUTH=jwt \
+    CDS_KNOWLEDGE_DIR=/app/cards \
+    CDS_DATABASE_URL=sqlite:////app/var/cds.sqlite3 \
+    PORT=8080
+RUN useradd --system --uid 10001 --home-dir /app cds
+WORKDIR /app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
+COPY cards ./cards
+RUN mkdir -p /app/var && chown cds /app/var
+USER cds
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+  CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT','8080'), timeout=2)"
+CMD ["cds-service", "serve"]

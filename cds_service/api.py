@@ -1,0 +1,120 @@
+"""HTTP endpoints: a thin shell that parses requests, calls the protocol layer and writes JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
+from cds_service.hooks import call_service
+from cds_service.runtime import Runtime
+
+bp = Blueprint("cds", __name__)
+log = logging.getLogger("cds_service.access")
+
+
+def runtime() -> Runtime:
+    """The Runtime the app factory attached to this app."""
+    found: Runtime = current_app.extensions["cds_runtime"]
+    return found
+
+
+def read_json() -> Any:
+    """The request body parsed as JSON: 415 if it is not declared JSON, 400 if it does not parse."""
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        where = (
+            f" at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise InvalidRequest(
+            "the request body is not valid JSON",
+            [Issue("structure", f"the request body is not valid JSON{where}", "$")],
+        ) from None
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    """CDS Hooks discovery: every service with its hook, description and prefetch templates."""
+    services = [s.discovery() for s in runtime().knowledge.services]
+    return jsonify({"services": services})
+
+
+@bp.post("/cds-services/<service_id>")
+def hook_call(service_id: str) -> Response:
+    """Call a CDS service with a hook request."""
+    g.service_id = service_id
+    body = read_json()
+    result = call_service(runtime(), service_id, body)
+    g.card_count = len(result.body["cards"])
+    g.hook = result.hook
+    return jsonify(result.body)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Readiness: knowledge loaded and the store reachable; auth mode reported."""
+    rt = runtime()
+    store_ok, store_detail = rt_store_check(rt)
+    body: dict[str, Any] = {
+        "status": "ready" if store_ok else "not-ready",
+        "knowledge": {
+            "services": len(rt.knowledge.services),
+            "valueSets": len(rt.knowledge.valuesets),
+            "cardKinds": len(rt.knowledge.cards),
+        },
+        "store": store_detail,
+        "auth": rt.settings.auth,
+    }
+    if rt.settings.auth == "off":
+        body["warning"] = (
+            "client JWT verification is OFF (CDS_AUTH=off): for local development only"
+        )
+    return jsonify(body), 200 if store_ok else 503
+
+
+def rt_store_check(rt: Runtime) -> tuple[bool, str]:
+    """Whether the database answers."""
+    from cds_service.store import ping
+
+    return ping(rt)
+
+
+@bp.before_app_request
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+@bp.after_app_request
+def _access_log(response: Response) -> Response:
+    # Request logs name the route, service, status, latency and card count, never bodies, headers or ids.
+    elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "route": request.url_rule.rule if request.url_rule else None,
+            "service_id": g.get("service_id"),
+            "hook": g.get("hook"),
+            "status": response.status_code,
+            "latency_ms": round(elapsed_ms, 1),
+            "cards": g.get("card_count"),
+        },
+    )
+    return response

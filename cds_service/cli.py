@@ -1,0 +1,196 @@
+"""The `cds-service` command: run (development), serve (gunicorn), evaluate, check-knowledge."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cds_service.config import ConfigError, load_settings
+from cds_service.knowledge import KnowledgeError, load_knowledge
+
+
+@click.group()
+@click.version_option(package_name="cds-service")
+def main() -> None:
+    """CDS Hooks service: leg muscle cramps after cerebral infarction."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", "8080")),
+    show_default="8080 or $PORT",
+)
+def run(host: str, port: int) -> None:
+    """Run the development server (CDS_ENV=development defaults: SQLite under ./var, no JWT)."""
+    from cds_service import create_app
+
+    os.environ.setdefault("CDS_ENV", "development")
+    app = _app_or_exit(create_app)
+    click.echo(f"CDS Hooks discovery: http://{host}:{port}/cds-services", err=True)
+    app.run(host=host, port=port, threaded=True)
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", "8080")),
+    show_default="8080 or $PORT",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=lambda: int(os.environ.get("CDS_WORKERS", "2")),
+    show_default="2 or $CDS_WORKERS",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=lambda: int(os.environ.get("CDS_THREADS", "4")),
+    show_default="4 or $CDS_THREADS",
+)
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Run production-style under gunicorn (settings from CDS_* variables; JWT auth by default)."""
+    from gunicorn.app.base import BaseApplication
+
+    from cds_service import create_app
+
+    _app_or_exit(create_app)  # fail fast, in the parent, on bad settings or knowledge
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("timeout", 30)
+            self.cfg.set("accesslog", None)  # the app writes its own structured request log
+
+        def load(self) -> Any:
+            return create_app()
+
+    click.echo(f"CDS Hooks discovery: http://{host}:{port}/cds-services", err=True)
+    Server().run()
+
+
+@main.command("check-knowledge")
+@click.option(
+    "--fhir/--no-fhir", default=True, help="Also validate order templates as FHIR R4 resources."
+)
+def check_knowledge(fhir: bool) -> None:
+    """Validate cards/ against its schemas and cross-references; exit 1 listing every problem."""
+    try:
+        settings = load_settings()
+        knowledge = load_knowledge(settings.knowledge_dir)
+    except (ConfigError, KnowledgeError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    problems = validate_orders(knowledge) if fhir else []
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(
+        f"knowledge OK: {len(knowledge.services)} services, {len(knowledge.valuesets)} value sets, "
+        f"{len(knowledge.cards)} card kinds, {len(knowledge.thresholds)} thresholds, "
+        f"{len(knowledge.orders)} order templates"
+    )
+
+
+def validate_orders(knowledge: Any) -> list[str]:
+    """Each order template, filled with sample values, parsed as its FHIR R4 resource type."""
+    from fhir.resources.R4B import (
+        get_fhir_model_class,  # R4B: the R4-compatible models fhir.resources ships
+    )
+    from pydantic import ValidationError
+
+    from cds_service.knowledge.loader import fill_template
+
+    problems = []
+    sample = {"patient_id": "example", "today": "2026-01-01"}
+    for order_id, order in knowledge.orders.items():
+        resource = fill_template(order["resource"], sample)
+        try:
+            get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+        except ValidationError as exc:
+            problems.append(f"orders.yaml: {order_id}: not a valid FHIR R4 resource: {exc}")
+    return problems
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the exact CDS Hooks response.")
+@click.option("--service", default=None, help="Service id (default: the patient-view service).")
+@click.option("--patient", default=None, help="Patient id, when a Bundle holds several patients.")
+def evaluate(file: Path, as_json: bool, service: str | None, patient: str | None) -> None:
+    """Print the cards for a hook request (JSON) or a patient Bundle, for reviewing the content."""
+    from cds_service import create_app
+    from cds_service.errors import CdsError
+    from cds_service.hooks import call_service
+
+    os.environ.setdefault("CDS_ENV", "development")
+    app = _app_or_exit(create_app)
+    rt = app.extensions["cds_runtime"]
+    document = json.loads(file.read_text(encoding="utf-8"))
+    if document.get("resourceType") == "Bundle":
+        spec = next(
+            s for s in rt.knowledge.services if service in (None, s.id) and s.hook == "patient-view"
+        )
+        patient_id = patient or _first_patient(document)
+        request = {
+            "hook": spec.hook,
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/reviewer", "patientId": patient_id},
+            # The whole Bundle answers every prefetch key: the rules pick what they read.
+            "prefetch": {t.key: document for t in spec.prefetch},
+        }
+        service_id = spec.id
+    else:
+        request = document
+        service_id = service or next(
+            s.id for s in rt.knowledge.services if s.hook == document.get("hook")
+        )
+    try:
+        result = call_service(rt, service_id, request)
+    except CdsError as exc:
+        click.echo(json.dumps(exc.body(), indent=2), err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(result.body, indent=2))
+        return
+    cards = result.body["cards"]
+    if not cards:
+        click.echo("No cards (the patient is out of scope or nothing applies).")
+    for card in cards:
+        click.echo(f"[{card['indicator'].upper()}] {card['summary']}")
+        click.echo(f"  kind: {card['source']['topic']['code']}")
+        for suggestion in card.get("suggestions", []):
+            star = " (recommended)" if suggestion.get("isRecommended") else ""
+            click.echo(f"  suggestion: {suggestion['label']}{star}")
+        click.echo("")
+
+
+def _first_patient(bundle: dict[str, Any]) -> str:
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") or {}
+        if resource.get("resourceType") == "Patient" and resource.get("id"):
+            return str(resource["id"])
+    raise click.UsageError("the Bundle has no Patient; pass --patient")
+
+
+def _app_or_exit(factory: Any) -> Any:
+    try:
+        return factory()
+    except (ConfigError, KnowledgeError) as exc:
+        click.echo(f"cannot start: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,131 @@
+"""Settings read from CDS_* environment variables, with development and production defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cds_service.urls import AllowedUrl
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _default_knowledge_dir() -> Path:
+    # A source checkout or editable install keeps cards/ beside the package; the Docker image sets
+    # CDS_KNOWLEDGE_DIR explicitly.
+    return PROJECT_ROOT / "cards"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. README §Configuration documents each one."""
+
+    env: str = "production"
+    database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'cds.sqlite3'}"
+    knowledge_dir: Path = field(default_factory=_default_knowledge_dir)
+    fhir_server_allowlist: tuple[AllowedUrl, ...] = ()
+    cors_origins: tuple[str, ...] = ("https://sandbox.cds-hooks.org",)
+    max_body_bytes: int = 10 * 1024 * 1024
+    fhir_timeout_seconds: float = 3.0
+    fhir_deadline_seconds: float = 5.0
+    fhir_max_pages: int = 20
+    fhir_max_concurrency: int = 8
+    auth: str = "jwt"
+    public_base_url: str | None = None
+    log_level: str = "INFO"
+    validate_responses: bool = False
+
+    @property
+    def development(self) -> bool:
+        """True for the local `make run` profile."""
+        return self.env == "development"
+
+
+DEVELOPMENT_DEFAULTS: dict[str, str] = {
+    # `make run` is for a developer's laptop: any browser origin, loopback FHIR servers, no JWT.
+    "CDS_FHIR_SERVER_ALLOWLIST": "http://127.0.0.1,http://localhost,http://[::1]",
+    "CDS_CORS_ORIGINS": "*",
+    "CDS_AUTH": "off",
+    "CDS_VALIDATE_RESPONSES": "true",
+}
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _number(name: str, value: str, kind: type[int] | type[float], minimum: float) -> Any:
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if parsed < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return parsed
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from `environ` (default os.environ); keyword overrides win (used by tests)."""
+    env_vars = dict(os.environ if environ is None else environ)
+    profile = env_vars.get("CDS_ENV", "production")
+    if profile not in {"production", "development"}:
+        raise ConfigError(f"CDS_ENV must be production or development, not {profile!r}")
+    if profile == "development":
+        env_vars = {**DEVELOPMENT_DEFAULTS, **env_vars}
+
+    values: dict[str, Any] = {"env": profile}
+    if "CDS_DATABASE_URL" in env_vars:
+        values["database_url"] = env_vars["CDS_DATABASE_URL"]
+    if "CDS_KNOWLEDGE_DIR" in env_vars:
+        values["knowledge_dir"] = Path(env_vars["CDS_KNOWLEDGE_DIR"])
+    if "CDS_FHIR_SERVER_ALLOWLIST" in env_vars:
+        try:
+            values["fhir_server_allowlist"] = tuple(
+                AllowedUrl.parse(item) for item in _list(env_vars["CDS_FHIR_SERVER_ALLOWLIST"])
+            )
+        except ValueError as exc:
+            raise ConfigError(f"CDS_FHIR_SERVER_ALLOWLIST: {exc}") from None
+    if "CDS_CORS_ORIGINS" in env_vars:
+        values["cors_origins"] = _list(env_vars["CDS_CORS_ORIGINS"])
+    numbers: list[tuple[str, str, type[int] | type[float], float]] = [
+        ("CDS_MAX_BODY_BYTES", "max_body_bytes", int, 1024),
+        ("CDS_FHIR_TIMEOUT_SECONDS", "fhir_timeout_seconds", float, 0.05),
+        ("CDS_FHIR_DEADLINE_SECONDS", "fhir_deadline_seconds", float, 0.05),
+        ("CDS_FHIR_MAX_PAGES", "fhir_max_pages", int, 1),
+        ("CDS_FHIR_MAX_CONCURRENCY", "fhir_max_concurrency", int, 1),
+    ]
+    for var, attr, kind, minimum in numbers:
+        if var in env_vars:
+            values[attr] = _number(var, env_vars[var], kind, minimum)
+    if "CDS_AUTH" in env_vars:
+        values["auth"] = env_vars["CDS_AUTH"].strip().lower()
+    if "CDS_PUBLIC_BASE_URL" in env_vars:
+        values["public_base_url"] = env_vars["CDS_PUBLIC_BASE_URL"].rstrip("/")
+    if "CDS_LOG_LEVEL" in env_vars:
+        values["log_level"] = env_vars["CDS_LOG_LEVEL"].upper()
+    if "CDS_VALIDATE_RESPONSES" in env_vars:
+        values["validate_responses"] = _bool(
+            "CDS_VALIDATE_RESPONSES", env_vars["CDS_VALIDATE_RESPONSES"]
+        )
+
+    settings = dataclasses.replace(Settings(), **{**values, **overrides})
+    if settings.auth not in {"jwt", "off"}:
+        raise ConfigError(f"CDS_AUTH must be jwt or off, not {settings.auth!r}")
+    return settings

@@ -1,0 +1,194 @@
+"""Plain-dict accessors for the parts of FHIR R4 resources the rules read.
+
+The service reads prefetched JSON as dicts and touches only the elements its rules use, so a
+2,000-resource history costs a JSON parse rather than a full model validation per resource. Every
+accessor tolerates missing or mistyped elements (returning None or an empty result), because data
+from EHRs is imperfect and a malformed element must never turn into a server error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+Resource = dict[str, Any]
+
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coding reduced to what matching needs."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+
+def codings(concept: Any) -> list[Code]:
+    """The codings of a CodeableConcept (or a list of them)."""
+    concepts = concept if isinstance(concept, list) else [concept]
+    found = []
+    for item in concepts:
+        if not isinstance(item, dict):
+            continue
+        for coding in item.get("coding") or []:
+            if (
+                isinstance(coding, dict)
+                and isinstance(coding.get("system"), str)
+                and isinstance(coding.get("code"), str)
+            ):
+                display = coding.get("display")
+                found.append(
+                    Code(
+                        coding["system"],
+                        coding["code"].strip(),
+                        display if isinstance(display, str) else None,
+                    )
+                )
+    return found
+
+
+def texts(concept: Any) -> list[str]:
+    """The human-readable strings of a CodeableConcept: its text and each coding's display."""
+    concepts = concept if isinstance(concept, list) else [concept]
+    found: list[str] = []
+    for item in concepts:
+        if not isinstance(item, dict):
+            continue
+        if isinstance(item.get("text"), str):
+            found.append(item["text"])
+        found.extend(c.display for c in codings(item) if c.display)
+    return found
+
+
+def label(concept: Any) -> str | None:
+    """The best single display name of a CodeableConcept."""
+    if isinstance(concept, dict) and isinstance(concept.get("text"), str) and concept["text"]:
+        return str(concept["text"])
+    for coding in codings(concept):
+        if coding.display:
+            return coding.display
+    first = codings(concept)
+    return f"{first[0].code}" if first else None
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """A FHIR date, dateTime or instant as an aware datetime (partial dates start at their first day)."""
+    if not isinstance(value, str) or not value:
+        return None
+    partial = _PARTIAL_DATE.match(value)
+    try:
+        if partial:
+            year, month, day = partial.groups()
+            return datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_date(value: Any) -> date | None:
+    """A FHIR date as a date."""
+    parsed = parse_datetime(value)
+    return parsed.date() if parsed else None
+
+
+def clinical_time(resource: Resource) -> datetime | None:
+    """When an Observation, DiagnosticReport or Procedure happened (effective/performed, else issued)."""
+    for key in ("effectiveDateTime", "effectiveInstant", "performedDateTime", "issued"):
+        found = parse_datetime(resource.get(key))
+        if found:
+            return found
+    for key in ("effectivePeriod", "performedPeriod"):
+        period = resource.get(key)
+        if isinstance(period, dict):
+            found = parse_datetime(period.get("end")) or parse_datetime(period.get("start"))
+            if found:
+                return found
+    return None
+
+
+def recorded_time(resource: Resource) -> datetime | None:
+    """When a Condition began or was recorded."""
+    for key in ("onsetDateTime", "recordedDate", "authoredOn"):
+        found = parse_datetime(resource.get(key))
+        if found:
+            return found
+    period = resource.get("onsetPeriod")
+    if isinstance(period, dict):
+        return parse_datetime(period.get("start"))
+    return None
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A numeric value with its UCUM code (if coded) and its unit text."""
+
+    value: float
+    code: str | None
+    unit: str | None
+    system: str | None = None
+    comparator: str | None = None
+
+
+def quantity(value: Any) -> Quantity | None:
+    """A FHIR Quantity as a Quantity, or None when it carries no number."""
+    if not isinstance(value, dict):
+        return None
+    number = value.get("value")
+    if not isinstance(number, int | float) or isinstance(number, bool):
+        return None
+    code = value.get("code")
+    unit = value.get("unit")
+    system = value.get("system")
+    comparator = value.get("comparator")
+    return Quantity(
+        float(number),
+        code if isinstance(code, str) else None,
+        unit if isinstance(unit, str) else None,
+        system if isinstance(system, str) else None,
+        comparator if isinstance(comparator, str) else None,
+    )
+
+
+def status_of(resource: Resource, element: str) -> set[str]:
+    """The codes of a status CodeableConcept (Condition.clinicalStatus, verificationStatus)."""
+    return {c.code for c in codings(resource.get(element))}
+
+
+def reference_id(reference: Any, resource_type: str) -> str | None:
+    """The id in a `Type/id` (or absolute) reference to `resource_type`."""
+    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+        return None
+    ref = reference["reference"]
+    marker = f"{resource_type}/"
+    if marker not in ref:
+        return None
+    tail = ref.rsplit(marker, 1)[1]
+    return tail.split("/", 1)[0] or None
+
+
+def iter_bundle(bundle: Resource) -> Iterator[tuple[str | None, Resource]]:
+    """(fullUrl, resource) for each entry of a Bundle that holds a resource."""
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+            full_url = entry.get("fullUrl")
+            yield (full_url if isinstance(full_url, str) else None, resource)
+
+
+def age_on(birth_date: date, day: date) -> int:
+    """Completed years of age on `day`."""
+    years = day.year - birth_date.year
+    if (day.month, day.day) < (birth_date.month, birth_date.day):
+        years -= 1
+    return years

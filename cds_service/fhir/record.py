@@ -1,0 +1,119 @@
+"""A patient's record for one hook call: the resources from every prefetch key, grouped by type."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from cds_service.fhir.data import Resource, iter_bundle, parse_date, reference_id
+
+log = logging.getLogger(__name__)
+
+# Resource types the rules read; anything else in a prefetch Bundle is ignored.
+READ_TYPES = {
+    "Patient",
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Medication",
+    "DiagnosticReport",
+    "Procedure",
+}
+
+
+@dataclass
+class PatientRecord:
+    """What the rules may look at. Built once per call; the rules never see HTTP or prefetch keys."""
+
+    patient_id: str
+    patient: Resource | None = None
+    conditions: list[Resource] = field(default_factory=list)
+    observations: list[Resource] = field(default_factory=list)
+    medication_requests: list[Resource] = field(default_factory=list)
+    diagnostic_reports: list[Resource] = field(default_factory=list)
+    procedures: list[Resource] = field(default_factory=list)
+    medications: dict[str, Resource] = field(default_factory=dict)
+    draft_orders: list[Resource] = field(default_factory=list)
+
+    @property
+    def birth_date(self) -> date | None:
+        """The patient's birth date, if known."""
+        return parse_date(self.patient.get("birthDate")) if self.patient else None
+
+    def medication_of(self, request: Resource) -> Resource | None:
+        """The Medication a MedicationRequest points to (contained or prefetched), if any."""
+        ref = request.get("medicationReference")
+        if not isinstance(ref, dict) or not isinstance(ref.get("reference"), str):
+            return None
+        target = ref["reference"]
+        if target.startswith("#"):
+            for contained in request.get("contained") or []:
+                if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                    return contained
+            return None
+        med_id = reference_id(ref, "Medication")
+        return self.medications.get(target) or (
+            self.medications.get(f"Medication/{med_id}") if med_id else None
+        )
+
+    @classmethod
+    def from_resources(cls, patient_id: str, sources: Iterable[Resource | None]) -> PatientRecord:
+        """A record from prefetch values (resources or Bundles); other patients' data is dropped."""
+        record = cls(patient_id=patient_id)
+        seen: set[tuple[str, str]] = set()
+        for source in sources:
+            if source is None:
+                continue
+            items: Iterable[tuple[str | None, Resource]]
+            items = iter_bundle(source) if source.get("resourceType") == "Bundle" else [(None, source)]
+            for full_url, resource in items:
+                record._add(full_url, resource, seen)
+        return record
+
+    def _add(self, full_url: str | None, resource: Resource, seen: set[tuple[str, str]]) -> None:
+        kind = resource.get("resourceType")
+        if kind not in READ_TYPES:
+            return
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            if (kind, rid) in seen:
+                return
+            seen.add((kind, rid))
+        if kind == "Patient":
+            if rid in (None, self.patient_id) or self.patient is None:
+                self.patient = resource
+            return
+        if kind == "Medication":
+            if isinstance(rid, str):
+                self.medications[f"Medication/{rid}"] = resource
+            if full_url:
+                self.medications[full_url] = resource
+            return
+        if not self._belongs_to_patient(resource):
+            log.warning("dropped a resource about another patient", extra={"resource_type": kind})
+            return
+        target = {
+            "Condition": self.conditions,
+            "Observation": self.observations,
+            "MedicationRequest": self.medication_requests,
+            "MedicationStatement": self.medication_requests,
+            "DiagnosticReport": self.diagnostic_reports,
+            "Procedure": self.procedures,
+        }[kind]
+        target.append(resource)
+
+    def _belongs_to_patient(self, resource: Resource) -> bool:
+        # Only a literal Patient/<id> reference can name another patient; urn:uuid references inside a
+        # patient Bundle and conditional references are kept.
+        subject = resource.get("subject") or resource.get("patient")
+        other = reference_id(subject, "Patient")
+        return other is None or other == self.patient_id
+
+
+def record_from_prefetch(patient_id: str, data: Mapping[str, Any]) -> PatientRecord:
+    """The record built from a service's resolved prefetch data."""
+    return PatientRecord.from_resources(patient_id, data.values())

@@ -1,0 +1,57 @@
+"""Structured JSON logs; only the fields named here are written, so tokens and PHI cannot slip in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+# The `extra` fields a log record may carry into the output. Anything else passed as `extra`
+# (a body, a header, a patient id) is dropped rather than written.
+ALLOWED_FIELDS = (
+    "request_id",
+    "method",
+    "route",
+    "service_id",
+    "hook",
+    "status",
+    "latency_ms",
+    "cards",
+    "prefetch_key",
+    "reason",
+    "pages",
+    "resource_type",
+    "error_type",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the allowed extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ALLOWED_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send the service's logs as JSON lines to stderr (once per process)."""
+    logger = logging.getLogger("cds_service")
+    if any(getattr(h, "_cds_json", False) for h in logger.handlers):
+        logger.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._cds_json = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = True

@@ -1,0 +1,204 @@
+"""Prefetch as CDS Hooks 2.0 defines it: use what the client sent, fetch what it did not, else 412.
+
+Per key of a service's prefetch templates (CDS Hooks §Prefetch Template):
+- present with a resource or Bundle: used (a paginated Bundle is completed from fhirServer);
+- present with `null`: the client has no data; used as "no data", never re-fetched;
+- an OperationOutcome, or a Bundle holding only OperationOutcomes: the client could not fill it;
+- absent: the client chose not to fill it.
+Keys in the last two states are fetched from `fhirServer`, concurrently, each with its own timeout and
+all within one overall deadline. A required key that still has no answer fails the call with 412.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, wait
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from cds_service.errors import Issue, PreconditionFailed
+from cds_service.fhir.client import FhirFetchError
+
+log = logging.getLogger(__name__)
+
+TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+
+USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+
+
+@dataclass(frozen=True)
+class PrefetchTemplate:
+    """One entry of a service's `prefetch` map."""
+
+    key: str
+    query: str
+    required: bool = True
+
+
+class KeyState(Enum):
+    """What a client-supplied prefetch value means."""
+
+    PRESENT = "present"
+    NO_DATA = "no-data"
+    NOT_FILLED = "not-filled"
+    ABSENT = "absent"
+
+
+class UnresolvableToken(ValueError):
+    """A template token has no value in this request's context."""
+
+
+def resolve_template(query: str, context: Mapping[str, Any]) -> str:
+    """The query with every `{{context.x}}` and user token replaced by its value from `context`."""
+
+    def value(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token.startswith("context."):
+            field = token.removeprefix("context.")
+            found = context.get(field)
+            if isinstance(found, str | int | float) and not isinstance(found, bool) and str(found):
+                return str(found)
+            raise UnresolvableToken(f"{{{{{token}}}}} has no primitive value in the context")
+        if token in USER_TOKENS:
+            user = context.get("userId")
+            resource_type = USER_TOKENS[token]
+            if isinstance(user, str) and user.startswith(resource_type + "/"):
+                return user.removeprefix(resource_type + "/")
+            raise UnresolvableToken(f"{{{{{token}}}}}: the user is not a {resource_type}")
+        raise UnresolvableToken(f"{{{{{token}}}}} is not a token this service understands")
+
+    return TOKEN.sub(value, query)
+
+
+def classify(value: Any, present: bool) -> KeyState:
+    """The state of one prefetch key as the client sent it."""
+    if not present:
+        return KeyState.ABSENT
+    if value is None:
+        return KeyState.NO_DATA
+    if value.get("resourceType") == "OperationOutcome":
+        return KeyState.NOT_FILLED
+    if value.get("resourceType") == "Bundle":
+        resources = [e.get("resource") for e in value.get("entry") or [] if isinstance(e, dict)]
+        if resources and all(
+            isinstance(r, dict) and r.get("resourceType") == "OperationOutcome" for r in resources
+        ):
+            return KeyState.NOT_FILLED
+    return KeyState.PRESENT
+
+
+def has_next_page(value: Mapping[str, Any]) -> bool:
+    """Whether a prefetched Bundle says more pages follow."""
+    links = value.get("link")
+    return isinstance(links, list) and any(
+        isinstance(link, dict) and link.get("relation") == "next" for link in links
+    )
+
+
+class Fetcher(Protocol):
+    """What the prefetch step needs from a FHIR server (FhirClient)."""
+
+    def query(self, relative: str) -> dict[str, Any] | None:
+        """A read or a fully paged search; None when the resource does not exist."""
+
+    def complete(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """A paginated Bundle with all its remaining pages merged in."""
+
+
+def gather(
+    templates: list[PrefetchTemplate],
+    prefetch: Mapping[str, Any],
+    context: Mapping[str, Any],
+    fetcher: Fetcher | None,
+    fetcher_problem: str | None,
+    executor: Executor,
+    deadline_seconds: float,
+) -> dict[str, dict[str, Any] | None]:
+    """The data for every template key, fetching what the client did not supply.
+
+    `fetcher` is None when the request names no usable FHIR server; `fetcher_problem` then says why.
+    Raises PreconditionFailed naming each required key that could not be obtained.
+    """
+    data: dict[str, dict[str, Any] | None] = {}
+    jobs: dict[str, Callable[[], dict[str, Any] | None]] = {}
+    failures: list[Issue] = []
+
+    for template in templates:
+        supplied = prefetch.get(template.key)
+        state = classify(supplied, template.key in prefetch)
+        if state is KeyState.NO_DATA:
+            data[template.key] = None
+        elif state is KeyState.PRESENT:
+            assert supplied is not None
+            if supplied.get("resourceType") == "Bundle" and has_next_page(supplied):
+                jobs[template.key] = _completer(fetcher, supplied)
+            else:
+                data[template.key] = supplied
+        else:
+            try:
+                query = resolve_template(template.query, context)
+            except UnresolvableToken as exc:
+                if template.required:
+                    failures.append(_missing(template.key, str(exc)))
+                continue
+            jobs[template.key] = _querier(fetcher, query)
+
+    if jobs and fetcher is None:
+        for key in jobs:
+            template = next(t for t in templates if t.key == key)
+            if template.required:
+                failures.append(_missing(key, fetcher_problem or "no fhirServer was given"))
+        jobs = {}
+
+    futures: dict[str, Future[dict[str, Any] | None]] = {
+        key: executor.submit(job) for key, job in jobs.items()
+    }
+    done, _ = wait(futures.values(), timeout=deadline_seconds)
+    for key, future in futures.items():
+        template = next(t for t in templates if t.key == key)
+        if future not in done:
+            future.cancel()
+            reason = f"the FHIR server did not answer within the {deadline_seconds:g} s deadline"
+        else:
+            try:
+                data[key] = future.result()
+                continue
+            except FhirFetchError as exc:
+                reason = str(exc)
+        log.warning("prefetch key not obtained", extra={"prefetch_key": key, "reason": reason})
+        if template.required:
+            failures.append(_missing(key, reason))
+
+    if failures:
+        raise PreconditionFailed("required prefetch data could not be obtained", failures)
+    return data
+
+
+def _querier(fetcher: Fetcher | None, query: str) -> Callable[[], dict[str, Any] | None]:
+    def run() -> dict[str, Any] | None:
+        assert fetcher is not None
+        return fetcher.query(query)
+
+    return run
+
+
+def _completer(fetcher: Fetcher | None, bundle: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        assert fetcher is not None
+        return fetcher.complete(bundle)
+
+    return run
+
+
+def _missing(key: str, reason: str) -> Issue:
+    return Issue(
+        "incomplete", f"prefetch key '{key}' could not be obtained: {reason}", f"prefetch.{key}"
+    )

@@ -1,0 +1,1 @@
+"""CDS Hooks protocol: JSON Schemas and their application."""

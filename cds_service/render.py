@@ -1,0 +1,127 @@
+"""Findings to CDS Hooks cards, using the text, sources and suggestions of each card kind in cards/."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from cds_service.clock import Clock
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.loader import fill_template
+from cds_service.rules.base import Finding
+
+CARD_KIND_SYSTEM = "urn:leg-cramps-cds:card-kind"
+SUMMARY_LIMIT = 139  # CDS Hooks: "<140-character summary"
+INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+class _Facts(dict[str, Any]):
+    """Template facts; a fact a template names but the finding lacks renders visibly, not as a crash."""
+
+    def __missing__(self, key: str) -> str:
+        return f"[{key}?]"
+
+
+def render_cards(
+    findings: list[Finding], knowledge: Knowledge, clock: Clock, patient_id: str
+) -> list[dict[str, Any]]:
+    """Cards for `findings`, most urgent first (stable within an indicator)."""
+    cards = [render_card(f, knowledge, clock, patient_id) for f in findings]
+    return sorted(cards, key=lambda c: INDICATOR_ORDER[c["indicator"]])
+
+
+def render_card(
+    finding: Finding, knowledge: Knowledge, clock: Clock, patient_id: str
+) -> dict[str, Any]:
+    """One card: summary, Markdown detail with evidence and sources, source, suggestions, reasons."""
+    kind = knowledge.cards[finding.kind]
+    facts = _Facts(finding.facts)
+    summary = kind["summary"].format_map(facts)
+    if len(summary) > SUMMARY_LIMIT:
+        summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
+    card: dict[str, Any] = {
+        "uuid": clock.new_id(),
+        "summary": summary,
+        "indicator": finding.indicator or kind["indicator"],
+        "detail": _detail(kind, finding, facts, knowledge),
+        "source": _source(finding.kind, kind),
+    }
+    suggestions = _suggestions(kind, finding, knowledge, clock, patient_id)
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "any"
+    reasons = kind.get("override_reasons")
+    if reasons:
+        table = knowledge.override_reasons
+        card["overrideReasons"] = [
+            {"system": table["system"], "code": code, "display": table["codes"][code]}
+            for code in reasons
+        ]
+    links = kind.get("links")
+    if links:
+        card["links"] = [
+            {"label": link["label"], "url": link["url"], "type": "absolute"} for link in links
+        ]
+    return card
+
+
+def _detail(kind: dict[str, Any], finding: Finding, facts: _Facts, knowledge: Knowledge) -> str:
+    parts = [kind["detail"].format_map(facts).strip()]
+    if finding.evidence:
+        parts.append("**Evidence**\n\n" + "\n".join(finding.evidence))
+    citations = [f"- {knowledge.sources[key]['citation']}" for key in kind["sources"]]
+    parts.append("**Sources**\n\n" + "\n".join(citations))
+    parts.append("_Advisory only: this card supports, and does not replace, clinical judgement._")
+    return "\n\n".join(parts)
+
+
+def _source(kind_id: str, kind: dict[str, Any]) -> dict[str, Any]:
+    spec = kind["source"]
+    source: dict[str, Any] = {
+        "label": spec["label"],
+        "topic": {
+            "system": CARD_KIND_SYSTEM,
+            "code": spec["topic"]["code"],
+            "display": spec["topic"]["display"],
+        },
+    }
+    if spec.get("url"):
+        source["url"] = spec["url"]
+    return source
+
+
+def _suggestions(
+    kind: dict[str, Any], finding: Finding, knowledge: Knowledge, clock: Clock, patient_id: str
+) -> list[dict[str, Any]]:
+    fill = {
+        "patient_id": patient_id,
+        "today": clock.now().date().isoformat(),
+        **{k: str(v) for k, v in finding.facts.items()},
+    }
+    suggestions = []
+    for spec in kind.get("suggestions", []):
+        condition = spec.get("when")
+        if condition and finding.facts.get(condition) is not True:
+            continue
+        actions = []
+        for action in spec["actions"]:
+            entry: dict[str, Any] = {
+                "type": action["type"],
+                "description": string.Template(action["description"]).safe_substitute(fill),
+            }
+            if action["type"] == "create":
+                entry["resource"] = fill_template(
+                    knowledge.orders[action["resource"]]["resource"], fill
+                )
+            else:
+                entry["resourceId"] = str(finding.facts[action["resource_id_fact"]])
+            actions.append(entry)
+        suggestion: dict[str, Any] = {
+            "label": spec["label"],
+            "uuid": clock.new_id(),
+            "actions": actions,
+        }
+        if spec.get("recommended"):
+            suggestion["isRecommended"] = True
+        suggestions.append(suggestion)
+    return suggestions

@@ -1,0 +1,41 @@
+"""The long-lived parts of a running service: settings, knowledge, clock, HTTP client, thread pool."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+
+from cds_service.clock import Clock
+from cds_service.config import Settings
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.loader import ServiceSpec
+
+
+@dataclass
+class Runtime:
+    """Built once by the app factory; shared by all requests of a worker process."""
+
+    settings: Settings
+    knowledge: Knowledge
+    clock: Clock = field(default_factory=Clock)
+    http: httpx.Client = field(init=False)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
+        # access token to a host that is not on the allowlist.
+        self.http = httpx.Client(follow_redirects=False, trust_env=False)
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.settings.fhir_max_concurrency, thread_name_prefix="fhir-fetch"
+        )
+
+    def services_with_id(self, service_id: str) -> list[ServiceSpec]:
+        """Every (id, hook) entry registered under `service_id`."""
+        return [s for s in self.knowledge.services if s.id == service_id]
+
+    def close(self) -> None:
+        """Release the HTTP pool and threads."""
+        self.http.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Test suite of the CDS service; mirrors the cds_service package."""

@@ -1,0 +1,1 @@
+"""Test support code: helpers shared by the test suite (not tests themselves)."""

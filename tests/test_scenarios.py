@@ -1,0 +1,81 @@
+"""Scenario tests as data: each fixtures/scenarios/*.json is a hook request and the cards it must produce.
+
+A scenario file holds `title`, `why`, `request` (a complete CDS Hooks request) and `expect`:
+`status` (default 200) and `cards`, a list of {kind, indicator, summary_contains?, detail_contains?,
+suggestions?}. The response must contain exactly the expected card kinds (order aside); every card
+must be schema-valid and every suggested resource a valid FHIR R4 resource.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B import (
+    get_fhir_model_class,  # R4B: the R4-compatible models fhir.resources ships
+)
+from flask.testing import FlaskClient
+
+from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response
+
+SCENARIOS = sorted((FIXTURES / "scenarios").glob("*.json"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    scenario: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return scenario
+
+
+def assert_suggested_resources_are_fhir(cards: list[dict[str, Any]]) -> None:
+    for card in cards:
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                if "resource" in action:
+                    resource = action["resource"]
+                    get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario(client: FlaskClient, path: Path) -> None:
+    scenario = load(path)
+    expect = scenario["expect"]
+    service = scenario.get("service", SERVICE_ID)
+    response = client.post(f"/cds-services/{service}", json=scenario["request"])
+    assert response.status_code == expect.get("status", 200), response.get_data(as_text=True)
+    if response.status_code != 200:
+        return
+    body = response.get_json()
+    assert_valid_response(body)
+    assert_suggested_resources_are_fhir(body["cards"])
+    cards = body["cards"]
+    actual_kinds = sorted(c["source"]["topic"]["code"] for c in cards)
+    expected_kinds = sorted(c["kind"] for c in expect["cards"])
+    assert actual_kinds == expected_kinds, [c["summary"] for c in cards]
+    remaining = list(cards)
+    for wanted in expect["cards"]:
+        card = next(c for c in remaining if c["source"]["topic"]["code"] == wanted["kind"])
+        remaining.remove(card)
+        assert card["indicator"] == wanted["indicator"], card["summary"]
+        for text in wanted.get("summary_contains", []):
+            assert text in card["summary"], card["summary"]
+        for text in wanted.get("detail_contains", []):
+            assert text in card["detail"], card["detail"]
+        if "suggestions" in wanted:
+            assert [s["label"] for s in card.get("suggestions", [])] == wanted["suggestions"]
+        if "delete" in wanted:
+            deletes = [
+                a["resourceId"]
+                for s in card.get("suggestions", [])
+                for a in s["actions"]
+                if a["type"] == "delete"
+            ]
+            assert deletes == wanted["delete"]
+
+
+def test_there_are_enough_scenarios() -> None:
+    assert len(SCENARIOS) >= 25
+    for path in SCENARIOS:
+        scenario = load(path)
+        assert scenario["title"] and scenario["why"], path.name
