@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from cds_service.clock import Clock
 from cds_service.config import Settings, load_settings
 from cds_service.errors import CdsError, Issue, operation_outcome
+from cds_service.knowledge import Knowledge
 
 __version__ = "0.1.0"
 
@@ -21,8 +22,13 @@ log = logging.getLogger(__name__)
 _HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Flask:
-    """Build the Flask app: settings from the environment unless given, knowledge loaded and checked."""
+def create_app(
+    settings: Settings | None = None, clock: Clock | None = None, knowledge: Knowledge | None = None
+) -> Flask:
+    """Build the Flask app: settings from the environment unless given, knowledge loaded and checked.
+
+    Tests pass an already loaded `knowledge` so the YAML is parsed once per test session.
+    """
     from cds_service import api
     from cds_service.knowledge import load_knowledge
     from cds_service.logs import configure_logging
@@ -30,7 +36,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
-    knowledge = load_knowledge(settings.knowledge_dir)
+    knowledge = knowledge or load_knowledge(settings.knowledge_dir)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -136,7 +136,7 @@ def evaluate(file: Path, as_json: bool, service: str | None, patient: str | None
     """Print the cards for a hook request (JSON) or a patient Bundle, for reviewing the content."""
     from cds_service import create_app
     from cds_service.errors import CdsError
-    from cds_service.hooks import call_service
+    from cds_service.hooks import call_service, request_from_bundle
 
     os.environ.setdefault("CDS_ENV", "development")
     app = _app_or_exit(create_app)
@@ -147,13 +147,7 @@ def evaluate(file: Path, as_json: bool, service: str | None, patient: str | None
             s for s in rt.knowledge.services if service in (None, s.id) and s.hook == "patient-view"
         )
         patient_id = patient or _first_patient(document)
-        request = {
-            "hook": spec.hook,
-            "hookInstance": str(uuid.uuid4()),
-            "context": {"userId": "Practitioner/reviewer", "patientId": patient_id},
-            # The whole Bundle answers every prefetch key: the rules pick what they read.
-            "prefetch": {t.key: document for t in spec.prefetch},
-        }
+        request = request_from_bundle(spec, document, patient_id, str(uuid.uuid4()))
         service_id = spec.id
     else:
         request = document

@@ -9,6 +9,7 @@ from typing import Any
 from cds_service.errors import InvalidRequest, Issue, UnknownService
 from cds_service.fhir.client import FhirClient, FhirFetchError
 from cds_service.fhir.record import record_from_prefetch
+from cds_service.knowledge.loader import ServiceSpec
 from cds_service.prefetch import gather
 from cds_service.protocol.schemas import context_schema_for, validate
 from cds_service.render import render_cards
@@ -82,6 +83,22 @@ def call_service(runtime: Runtime, service_id: str, body: Any) -> HookResult:
         if problems:  # a bug of ours, not the caller's: fail loudly in development
             raise AssertionError(f"invalid response: {problems}")
     return HookResult(response, hook, tuple(f.kind for f in findings))
+
+
+def request_from_bundle(
+    spec: ServiceSpec, bundle: dict[str, Any], patient_id: str, hook_instance: str
+) -> dict[str, Any]:
+    """A hook request whose every prefetch key is answered by one patient Bundle (for content review).
+
+    The rules read only what they need from each key, so a whole-record Bundle stands in for all of
+    them; this is how `cds-service evaluate` and the Synthea tests evaluate a patient file.
+    """
+    return {
+        "hook": spec.hook,
+        "hookInstance": hook_instance,
+        "context": {"userId": "Practitioner/reviewer", "patientId": patient_id},
+        "prefetch": {t.key: bundle for t in spec.prefetch},
+    }
 
 
 def _fetcher(runtime: Runtime, body: dict[str, Any]) -> tuple[FhirClient | None, str | None]:

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from cds_service import create_app
 from cds_service.clock import fixed_clock
 from cds_service.config import Settings, load_settings
+from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.protocol.schemas import validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,9 +37,15 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def knowledge() -> Knowledge:
+    """The knowledge base in cards/, loaded once for the session."""
+    return load_knowledge(ROOT / "cards")
+
+
 @pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
-    app = create_app(settings, clock=fixed_clock(NOW))
+def app(settings: Settings, knowledge: Knowledge) -> Iterator[Flask]:
+    app = create_app(settings, clock=fixed_clock(NOW), knowledge=knowledge)
     app.config["TESTING"] = True
     yield app
     app.extensions["cds_runtime"].close()

@@ -69,7 +69,9 @@ class PatientRecord:
             if source is None:
                 continue
             items: Iterable[tuple[str | None, Resource]]
-            items = iter_bundle(source) if source.get("resourceType") == "Bundle" else [(None, source)]
+            items = (
+                iter_bundle(source) if source.get("resourceType") == "Bundle" else [(None, source)]
+            )
             for full_url, resource in items:
                 record._add(full_url, resource, seen)
         return record

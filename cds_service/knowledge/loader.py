@@ -23,6 +23,9 @@ CODES_TOKEN = re.compile(r"\$\{codes:([a-z0-9,\-]+)\}")
 PREFETCH_SYSTEMS = {"http://loinc.org", "http://snomed.info/sct", "http://www.ama-assn.org/go/cpt"}
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class KnowledgeError(Exception):
     """The knowledge base is invalid; `problems` lists each finding as 'file: path: message'."""
 
@@ -102,7 +105,8 @@ def _validator(name: str) -> Draft202012Validator:
 
 def _read_yaml(path: Path, problems: list[str]) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        # The C loader (libyaml) reads the knowledge base about ten times faster than the pure-Python one.
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         problems.append(f"{path.name}: cannot be read: {exc}")
         return None

@@ -98,7 +98,10 @@ def _affirms_epileptiform(text: str) -> bool:
     for match in _EPILEPTIFORM.finditer(lowered):
         if not _NEGATED.search(lowered[: match.start()]):
             return True
-    return bool(re.search(r"\babnormal\b", lowered) and not _NEGATED.search(lowered[:lowered.find("abnormal")]))
+    return bool(
+        re.search(r"\babnormal\b", lowered)
+        and not _NEGATED.search(lowered[: lowered.find("abnormal")])
+    )
 
 
 def _summary_of(result: Resource) -> str:

@@ -1,0 +1,199 @@
+"""The prefetch fallback against a real FHIR R4 server (Medplum's engine on loopback).
+
+Each scenario's patient is loaded into the server; calling the service with no prefetch and
+`fhirServer` pointing at it must give the same cards as calling it with the full prefetch. The server
+pages every search two entries at a time, so the `next`-link path is exercised too.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response
+from tests.support.fhir_server import LocalFhirServer, requests_seen, reset_requests
+
+pytestmark = pytest.mark.fhir_server
+
+TOKEN = "fallback-test-token-8c1f"
+
+
+def scenarios() -> list[Path]:
+    """Scenarios answered with 200 whose patients have distinct ids (so one server can hold them all)."""
+    chosen: list[Path] = []
+    seen: set[str] = set()
+    for path in sorted((FIXTURES / "scenarios").glob("*.json")):
+        scenario = json.loads(path.read_text(encoding="utf-8"))
+        request = scenario["request"]
+        patient_id = request["context"]["patientId"]
+        if (
+            scenario["expect"].get("status", 200) != 200
+            or patient_id in seen
+            or not request.get("prefetch")
+        ):
+            continue
+        seen.add(patient_id)
+        chosen.append(path)
+    return chosen
+
+
+def resources_of(prefetch: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for value in prefetch.values():
+        if not value:
+            continue
+        if value.get("resourceType") == "Bundle":
+            found.extend(e["resource"] for e in value.get("entry", []) if "resource" in e)
+        else:
+            found.append(value)
+    return found
+
+
+@pytest.fixture(scope="module")
+def fhir_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    seed_dir = tmp_path_factory.mktemp("seed")
+    entries = []
+    for path in scenarios():
+        prefetch = json.loads(path.read_text(encoding="utf-8"))["request"]["prefetch"]
+        entries.extend({"resource": r} for r in resources_of(prefetch))
+    entries.extend({"resource": r} for r in PAGED_RESOURCES)
+    (seed_dir / "scenarios.json").write_text(
+        json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})
+    )
+    with LocalFhirServer(
+        [FIXTURES / "fhir", seed_dir], extra_args=["--default-count", "2"]
+    ) as base:
+        yield base
+
+
+def comparable(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cards without their per-call uuids."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "uuid"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return sorted((strip(c) for c in cards), key=lambda c: (c["indicator"], c["summary"]))
+
+
+def without_prefetch(request: dict[str, Any], base: str) -> dict[str, Any]:
+    fetched = {k: v for k, v in request.items() if k != "prefetch"}
+    fetched["hookInstance"] = str(uuid.uuid4())
+    fetched["fhirServer"] = base
+    fetched["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "leg-cramps-cds",
+    }
+    return fetched
+
+
+@pytest.mark.parametrize("path", scenarios(), ids=lambda p: p.stem)
+def test_fetched_data_gives_the_same_cards_as_prefetch(
+    client: FlaskClient, fhir_base: str, path: Path
+) -> None:
+    request = json.loads(path.read_text(encoding="utf-8"))["request"]
+    prefetched = client.post(f"/cds-services/{SERVICE_ID}", json=request)
+    assert prefetched.status_code == 200
+    reset_requests(fhir_base)
+    fetched = client.post(f"/cds-services/{SERVICE_ID}", json=without_prefetch(request, fhir_base))
+    assert fetched.status_code == 200, fetched.get_data(as_text=True)
+    assert_valid_response(fetched.get_json())
+    assert comparable(fetched.get_json()["cards"]) == comparable(prefetched.get_json()["cards"])
+    seen = requests_seen(fhir_base)
+    assert seen, "the service did not call the FHIR server"
+    assert all(r["authorization"] == f"Bearer {TOKEN}" for r in seen)
+
+
+def test_example_patient_from_the_seed_directory(client: FlaskClient, fhir_base: str) -> None:
+    request = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/dr-1", "patientId": "example-stroke-cramps"},
+    }
+    response = client.post(f"/cds-services/{SERVICE_ID}", json=without_prefetch(request, fhir_base))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    kinds = [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+    assert kinds == ["calcium-low"]
+
+
+def condition(patient_id: str, n: int, system: str, code: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": f"{patient_id}-c{n}",
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+
+
+PAGED = "paging-check"
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+PAGED_RESOURCES = [
+    {"resourceType": "Patient", "id": PAGED, "birthDate": "1980-05-05"},
+    condition(PAGED, 1, ICD, "I63.9"),
+    condition(PAGED, 2, ICD, "E11.9"),
+    condition(PAGED, 3, ICD, "I10"),
+    condition(PAGED, 4, ICD, "E78.5"),
+    condition(PAGED, 5, ICD, "R25.2"),
+]
+
+
+def test_paginated_searches_are_followed_to_the_last_page(
+    client: FlaskClient, fhir_base: str
+) -> None:
+    request = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/dr-1", "patientId": PAGED},
+    }
+    reset_requests(fhir_base)
+    response = client.post(f"/cds-services/{SERVICE_ID}", json=without_prefetch(request, fhir_base))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    # Stroke (page 1) and cramps (page 3) are on different pages: only all pages together put the
+    # patient in scope.
+    kinds = sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
+    assert kinds == ["calcium-workup", "differential-workup"]
+    condition_pages = [r for r in requests_seen(fhir_base) if r["path"].endswith("/Condition")]
+    assert len(condition_pages) == 3
+
+
+def test_partial_prefetch_fetches_only_what_is_missing(client: FlaskClient, fhir_base: str) -> None:
+    request = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/dr-1", "patientId": "example-stroke-cramps"},
+    }
+    body = without_prefetch(request, fhir_base)
+    body["prefetch"] = {
+        "patient": None,
+        "medications": None,
+        "reports": {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "timeout"}],
+        },
+    }
+    reset_requests(fhir_base)
+    response = client.post(f"/cds-services/{SERVICE_ID}", json=body)
+    assert response.status_code == 200
+    fetched_types = {r["path"].rsplit("/", 1)[-1] for r in requests_seen(fhir_base)}
+    assert "Patient" not in " ".join(fetched_types) and "MedicationRequest" not in fetched_types
+    assert {"Condition", "Observation", "DiagnosticReport", "Procedure"} <= fetched_types
