@@ -13,12 +13,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CDS_AUTH=jwt \
     CDS_KNOWLEDGE_DIR=/app/cards \
     CDS_DATABASE_URL=sqlite:////app/var/cds.sqlite3 \
+    CDS_TRUSTED_ISSUERS=/app/deploy/trusted-issuers.example.json \
     PORT=8080
 RUN useradd --system --uid 10001 --home-dir /app cds
 WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
 COPY cards ./cards
+COPY deploy ./deploy
 RUN mkdir -p /app/var && chown cds /app/var
 USER cds
 EXPOSE 8080

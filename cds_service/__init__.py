@@ -33,10 +33,16 @@ def create_app(
     from cds_service.knowledge import load_knowledge
     from cds_service.logs import configure_logging
     from cds_service.runtime import Runtime
+    from cds_service.store import StoreUnavailable, init_schema
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
+
+    try:
+        init_schema(settings.database_url)
+    except StoreUnavailable:
+        log.warning("database unreachable at start-up; tables will be created when it returns")
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -101,6 +101,20 @@ def _start_timer() -> None:
     g.started = time.perf_counter()
 
 
+@bp.before_request
+def _authenticate() -> None:
+    # Every CDS endpoint (discovery, service calls, feedback) requires the client JWT when auth is on;
+    # CORS preflights carry no credentials and are answered by flask-cors before this runs.
+    rt = runtime()
+    if (
+        rt.verifier is None
+        or request.method == "OPTIONS"
+        or not request.path.startswith("/cds-services")
+    ):
+        return
+    rt.verifier.verify(request.headers.get("Authorization"), request.path, rt.clock.now())
+
+
 @bp.after_app_request
 def _access_log(response: Response) -> Response:
     # Request logs name the route, service, status, latency and card count, never bodies, headers or ids.

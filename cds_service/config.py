@@ -40,6 +40,9 @@ class Settings:
     fhir_max_concurrency: int = 8
     auth: str = "jwt"
     public_base_url: str | None = None
+    trusted_issuers: Path | None = None
+    jwt_clock_skew_seconds: int = 300
+    jwks_cache_seconds: int = 3600
     log_level: str = "INFO"
     validate_responses: bool = False
 
@@ -118,6 +121,16 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["auth"] = env_vars["CDS_AUTH"].strip().lower()
     if "CDS_PUBLIC_BASE_URL" in env_vars:
         values["public_base_url"] = env_vars["CDS_PUBLIC_BASE_URL"].rstrip("/")
+    if "CDS_TRUSTED_ISSUERS" in env_vars:
+        values["trusted_issuers"] = Path(env_vars["CDS_TRUSTED_ISSUERS"])
+    if "CDS_JWT_CLOCK_SKEW_SECONDS" in env_vars:
+        values["jwt_clock_skew_seconds"] = _number(
+            "CDS_JWT_CLOCK_SKEW_SECONDS", env_vars["CDS_JWT_CLOCK_SKEW_SECONDS"], int, 0
+        )
+    if "CDS_JWKS_CACHE_SECONDS" in env_vars:
+        values["jwks_cache_seconds"] = _number(
+            "CDS_JWKS_CACHE_SECONDS", env_vars["CDS_JWKS_CACHE_SECONDS"], int, 0
+        )
     if "CDS_LOG_LEVEL" in env_vars:
         values["log_level"] = env_vars["CDS_LOG_LEVEL"].upper()
     if "CDS_VALIDATE_RESPONSES" in env_vars:
@@ -128,4 +141,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     settings = dataclasses.replace(Settings(), **{**values, **overrides})
     if settings.auth not in {"jwt", "off"}:
         raise ConfigError(f"CDS_AUTH must be jwt or off, not {settings.auth!r}")
+    if settings.auth == "jwt":
+        # The JWT audience must come from configuration: building it from the Host header would let
+        # a token minted for another service be accepted here.
+        if not settings.public_base_url:
+            raise ConfigError("CDS_AUTH=jwt needs CDS_PUBLIC_BASE_URL (the URL clients call)")
+        if not settings.trusted_issuers:
+            raise ConfigError(
+                "CDS_AUTH=jwt needs CDS_TRUSTED_ISSUERS (a trusted-issuers JSON file)"
+            )
     return settings

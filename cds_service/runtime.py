@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from cds_service.auth import JwksCache, Verifier, load_trusted_issuers
 from cds_service.clock import Clock
 from cds_service.config import Settings
 from cds_service.knowledge import Knowledge
@@ -22,6 +23,7 @@ class Runtime:
     clock: Clock = field(default_factory=Clock)
     http: httpx.Client = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
+    verifier: Verifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
@@ -30,6 +32,16 @@ class Runtime:
         self.executor = ThreadPoolExecutor(
             max_workers=self.settings.fhir_max_concurrency, thread_name_prefix="fhir-fetch"
         )
+        settings = self.settings
+        if settings.auth == "jwt":
+            assert settings.trusted_issuers and settings.public_base_url  # checked by load_settings
+            self.verifier = Verifier(
+                issuers=load_trusted_issuers(settings.trusted_issuers),
+                public_base_url=settings.public_base_url,
+                database_url=settings.database_url,
+                jwks_cache=JwksCache(self.http, settings.jwks_cache_seconds),
+                clock_skew_seconds=settings.jwt_clock_skew_seconds,
+            )
 
     def services_with_id(self, service_id: str) -> list[ServiceSpec]:
         """Every (id, hook) entry registered under `service_id`."""
