@@ -117,7 +117,7 @@ def _suggestions(
                 entry["resourceId"] = str(finding.facts[action["resource_id_fact"]])
             actions.append(entry)
         suggestion: dict[str, Any] = {
-            "label": spec["label"],
+            "label": spec["label"].format_map(_Facts(finding.facts)),
             "uuid": clock.new_id(),
             "actions": actions,
         }

@@ -69,6 +69,17 @@ class ValueSet:
         regex = self.text_pattern
         return regex is not None and any(regex.search(s.lower()) for s in strings)
 
+    def name_in(self, strings: Iterable[str]) -> str | None:
+        """The first medicine name of this set found as a whole word in `strings` (longest names first)."""
+        regex = self.text_pattern
+        if regex is None:
+            return None
+        for text in strings:
+            found = regex.search(text.lower())
+            if found:
+                return found.group(0)
+        return None
+
     def matches_medication(self, concepts: Iterable[Any]) -> bool:
         """A medicine matches by product or ingredient code, else by its name in text or displays."""
         concepts = list(concepts)

@@ -199,7 +199,8 @@ def _magnesium_and_vitamin_d(hook: HookInput) -> dict[str, object]:
         "magnesium_status": mg_text,
         "vitamin_d_status": vit_text,
         "magnesium_low": mg_low,
-        "needs_mg_or_vitamin_d": not mg or not vit_d,
+        "needs_magnesium": not mg,
+        "needs_vitamin_d": not vit_d,
     }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cds_service.fhir.data import Resource, clinical_time, codings, quantity
+from cds_service.fhir.data import Resource, clinical_time, codings, quantity, texts
+from cds_service.knowledge.valuesets import ValueSet
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
     age_years,
@@ -105,10 +106,10 @@ def relaxant_with_opioid_or_benzodiazepine(hook: HookInput) -> list[Finding]:
 def cns_active_burden(hook: HookInput) -> list[Finding]:
     """Three or more distinct CNS-active medicines (Beers 2023 Table 5)."""
     kb = hook.knowledge
-    active = medications_in(hook.record, kb.valueset("cns-active"))
+    cns_active = kb.valueset("cns-active")
     distinct: dict[str, Resource] = {}
-    for request in active:
-        distinct.setdefault(_identity(hook, request), request)
+    for request in medications_in(hook.record, cns_active):
+        distinct.setdefault(_identity(hook, request, cns_active), request)
     minimum = int(kb.threshold("cns-active-count"))
     if len(distinct) < minimum:
         return []
@@ -135,9 +136,14 @@ def quinine_for_cramps(hook: HookInput) -> list[Finding]:
     ]
 
 
-def _identity(hook: HookInput, request: Resource) -> str:
-    """One key per distinct medicine: its first RxNorm code, else its name."""
-    for concept in medication_concepts(hook.record, request):
+def _identity(hook: HookInput, request: Resource, vs: ValueSet) -> str:
+    """One key per drug, not per product: the ingredient name found in its text or coding displays
+    (two strengths of gabapentin are one drug), else its first RxNorm code, else its name."""
+    concepts = medication_concepts(hook.record, request)
+    name = vs.name_in(s for c in concepts for s in texts(c))
+    if name:
+        return name
+    for concept in concepts:
         for coding in codings(concept):
             if "rxnorm" in coding.system:
                 return coding.code

@@ -20,8 +20,13 @@ from cds_service.rules.common import (
 # amended and corrected reports are read for their findings.
 EEG_ON_FILE = {"preliminary", "final", "amended", "corrected"}
 ABNORMAL_INTERPRETATION = {"A", "AA", "ABN"}
-_EPILEPTIFORM = re.compile(r"epileptiform|seizure activity|spike[- ]and[- ]wave|sharp waves?|ictal")
-_NEGATED = re.compile(r"\b(no|not|without|absence of|negative for|free of)\b[^.;]{0,40}$")
+_EPILEPTIFORM = re.compile(
+    r"epileptiform|seizure activity|spike[- ]and[- ]wave|sharp waves?|\bictal"
+)
+_NEGATION = re.compile(r"\b(no|not|without|absence of|negative for|free of|nor)\b")
+# A negation reaches only to the end of its clause: "no seizures captured, but frequent epileptiform
+# discharges" affirms the discharges.
+_CLAUSE_BREAK = re.compile(r"[.;:,]|\b(but|however|although|though|yet|whereas)\b")
 
 
 def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
@@ -38,9 +43,9 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
         for p in record.procedures
         if p.get("status") == "completed" and eeg_vs.matches(p.get("code"))
     ]
-    abnormal = [
-        e for e in eegs if e.get("status") in {"final", "amended", "corrected"} and eeg_abnormal(e)
-    ]
+    read = [e for e in eegs if e.get("status") in {"final", "amended", "corrected"}]
+    abnormal = [e for e in read if eeg_abnormal(e)]
+    epileptiform = [e for e in read if eeg_epileptiform(e)]
     aeds = medications_in(record, kb.valueset("antiepileptics"))
     findings: list[Finding] = []
 
@@ -52,15 +57,15 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
                 tuple(condition_line(c) for c in seizures),
             )
         )
-    if abnormal and not aeds:
-        latest = abnormal[0]
+    if epileptiform and not aeds:
+        latest = epileptiform[0]
         findings.append(
             Finding(
                 "eeg-epileptiform-untreated",
                 {"date": day(clinical_time(latest)), "eeg_finding": _summary_of(latest)},
                 tuple(
                     f"- EEG {day(clinical_time(e))}: {_summary_of(e)} ({reference(e)})"
-                    for e in abnormal
+                    for e in epileptiform
                 ),
             )
         )
@@ -81,27 +86,41 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
 
 
 def eeg_abnormal(result: Resource) -> bool:
-    """Whether an EEG result reports abnormal or epileptiform activity (coded or in its conclusion)."""
+    """Whether an EEG points to seizures: epileptiform activity, or a coded abnormal interpretation.
+
+    The word "abnormal" alone in a conclusion does not count: focal slowing over an infarct is common
+    and abnormal, but it is not a sign of seizures.
+    """
     for concept in result.get("interpretation") or []:
         if any(c.code.upper() in ABNORMAL_INTERPRETATION for c in codings(concept)):
             return True
+    return eeg_epileptiform(result)
+
+
+def eeg_epileptiform(result: Resource) -> bool:
+    """Whether an EEG result reports epileptiform activity (in its conclusion or coded conclusion)."""
+    return any(_affirmed(s, _EPILEPTIFORM) for s in _statements(result))
+
+
+def _statements(result: Resource) -> list[str]:
     statements = texts(result.get("conclusionCode") or [])
     for key in ("conclusion", "valueString"):
         if isinstance(result.get(key), str):
             statements.append(result[key])
     statements.extend(texts(result.get("valueCodeableConcept")))
-    return any(_affirms_epileptiform(s) for s in statements)
+    return statements
 
 
-def _affirms_epileptiform(text: str) -> bool:
+def _affirmed(text: str, finding: re.Pattern[str]) -> bool:
+    """Whether `finding` occurs in `text` at least once outside the scope of a negation."""
     lowered = text.lower()
-    for match in _EPILEPTIFORM.finditer(lowered):
-        if not _NEGATED.search(lowered[: match.start()]):
+    for match in finding.finditer(lowered):
+        before = lowered[: match.start()]
+        breaks = list(_CLAUSE_BREAK.finditer(before))
+        clause = before[breaks[-1].end() :] if breaks else before
+        if not _NEGATION.search(clause):
             return True
-    return bool(
-        re.search(r"\babnormal\b", lowered)
-        and not _NEGATED.search(lowered[: lowered.find("abnormal")])
-    )
+    return False
 
 
 def _summary_of(result: Resource) -> str:

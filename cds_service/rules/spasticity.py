@@ -18,11 +18,14 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
     spasticity = conditions_in(hook.record, kb.valueset("spasticity"), active_only=True)
     if not spasticity:
         return [], False
+    # Listed: every muscle relaxant; "treated" only by an antispasticity agent (the Beers relaxants
+    # such as cyclobenzaprine do not treat spasticity).
     treating = medications_in(hook.record, kb.valueset("muscle-relaxants"))
+    antispastic = medications_in(hook.record, kb.valueset("antispasticity-agents"))
     names = sorted({medication_name(hook.record, m) for m in treating})
     facts = {
         "diagnosis": _label(spasticity[0]),
-        "untreated": not treating,
+        "untreated": not antispastic,
         "medicines": ", ".join(names) if names else "none on file",
         "treatment_status": (
             "Current antispasticity / muscle-relaxant medicines: " + ", ".join(names) + "."
