@@ -33,16 +33,18 @@ def create_app(
     from cds_service.knowledge import load_knowledge
     from cds_service.logs import configure_logging
     from cds_service.runtime import Runtime
-    from cds_service.store import StoreUnavailable, init_schema
+    from cds_service.store import StoreUnavailable, migrate
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
 
     try:
-        init_schema(settings.database_url)
+        migrate(settings.database_url)
     except StoreUnavailable:
-        log.warning("database unreachable at start-up; tables will be created when it returns")
+        # Hook calls still work without the database (no snoozing); feedback answers 503 until it
+        # returns, and the schema is brought up to date by the next start or `cds-service migrate`.
+        log.warning("database unreachable at start-up; running without it until it returns")
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

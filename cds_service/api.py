@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
 from cds_service.hooks import call_service
 from cds_service.runtime import Runtime
+from cds_service.store import ping
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger("cds_service.access")
@@ -67,6 +68,15 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of this API (no auth: it holds no patient or secret data)."""
+    from cds_service.protocol.openapi import openapi_json
+
+    ids = tuple(sorted({s.id for s in runtime().knowledge.services}))
+    return Response(openapi_json(ids), mimetype="application/json")
+
+
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Readiness: knowledge loaded and the store reachable; auth mode reported."""
@@ -91,9 +101,7 @@ def readyz() -> tuple[Response, int]:
 
 def rt_store_check(rt: Runtime) -> tuple[bool, str]:
     """Whether the database answers."""
-    from cds_service.store import ping
-
-    return ping(rt)
+    return ping(rt.settings.database_url)
 
 
 @bp.before_app_request

@@ -26,7 +26,8 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 
 from cds_service.errors import Unauthorized
-from cds_service.store import StoreUnavailable, remember_jti, token_hash
+from cds_service.store import StoreUnavailable
+from cds_service.store.replay import remember_jti, token_hash
 from cds_service.urls import is_loopback_host
 
 log = logging.getLogger(__name__)

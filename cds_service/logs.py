@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from typing import Any
 
 # The `extra` fields a log record may carry into the output. Anything else passed as `extra`
 # (a body, a header, a patient id) is dropped rather than written.
@@ -30,7 +32,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the allowed extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
@@ -40,6 +42,14 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            # Where it failed, not what it said: exception messages can quote patient data.
+            error = record.exc_info[1]
+            frames = traceback.extract_tb(error.__traceback__)
+            entry["exception"] = type(error).__name__
+            entry["stack"] = [
+                f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}" for f in frames[-12:]
+            ]
         return json.dumps(entry, default=str)
 
 

@@ -1,0 +1,61 @@
+"""The service's database (SQLite embedded by default, PostgreSQL via CDS_DATABASE_URL), through SQLAlchemy.
+
+Modules: `schema` (tables), `replay` (JWT ids), `cards` (issued cards and snoozing), `feedback`,
+`report`; migrations are Alembic scripts in `migrations/`, applied by `migrate()`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or did not answer."""
+
+
+# Errors that mean "the database is not there right now" rather than a bug of ours.
+STORE_ERRORS = (SQLAlchemyError, OSError)
+
+
+@cache
+def engine_for(url: str) -> Engine:
+    """One pooled engine per database URL and process; an embedded SQLite file gets its folder made."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # Short connect timeout: a down database must fail a call fast, not hang it.
+    connect_args: dict[str, object] = (
+        {"connect_timeout": 2} if backend == "postgresql" else {"timeout": 5}
+    )
+    return create_engine(url, pool_pre_ping=True, pool_recycle=300, connect_args=connect_args)
+
+
+def ping(url: str) -> tuple[bool, str]:
+    """(reachable, backend name or the error class) for readiness checks; never raises."""
+    try:
+        engine = engine_for(url)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except STORE_ERRORS as exc:
+        return False, f"unreachable ({type(exc).__name__})"
+    return True, engine.dialect.name
+
+
+def migrate(url: str) -> None:
+    """Bring the database schema to the newest Alembic revision; StoreUnavailable if unreachable."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.attributes["engine"] = engine_for(url)
+    try:
+        command.upgrade(config, "head")
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(type(exc).__name__) from None

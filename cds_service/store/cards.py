@@ -1,0 +1,78 @@
+"""Issued cards and snoozing: a card kind overridden for a patient stays hidden for its snooze period
+unless the evidence behind it changed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
+from cds_service.store.schema import feedback, issued_cards
+
+
+def patient_hash(key: str, patient_id: str) -> str:
+    """A keyed hash (HMAC-SHA256) of a patient id: stable for snoozing, useless without the key."""
+    return hmac.new(key.encode(), patient_id.encode(), hashlib.sha256).hexdigest()
+
+
+def evidence_hash(kind: str, facts: dict[str, Any], evidence: Iterable[str]) -> str:
+    """A fingerprint of what a card says about the patient; a new result changes it."""
+    canonical = json.dumps([kind, sorted((k, str(v)) for k, v in facts.items()), list(evidence)])
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedCard:
+    """One card as recorded."""
+
+    card_uuid: str
+    service_id: str
+    card_kind: str
+    indicator: str
+    patient_hash: str
+    evidence_hash: str
+    issued_at: datetime
+
+
+def overrides_for(url: str, patient: str) -> dict[tuple[str, str], datetime]:
+    """(card kind, evidence hash) -> latest time a clinician overrode such a card for this patient."""
+    query = (
+        select(
+            issued_cards.c.card_kind, issued_cards.c.evidence_hash, func.max(feedback.c.outcome_at)
+        )
+        .join(feedback, feedback.c.card_uuid == issued_cards.c.card_uuid)
+        .where(issued_cards.c.patient_hash == patient, feedback.c.outcome == "overridden")
+        .group_by(issued_cards.c.card_kind, issued_cards.c.evidence_hash)
+    )
+    try:
+        with engine_for(url).connect() as connection:
+            rows = connection.execute(query).all()
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(type(exc).__name__) from None
+    return {(kind, evidence): _aware(when) for kind, evidence, when in rows}
+
+
+def record_issued(url: str, cards: list[IssuedCard]) -> None:
+    """Store the cards just returned (one transaction)."""
+    if not cards:
+        return
+    rows = [card.__dict__ for card in cards]
+    try:
+        with engine_for(url).begin() as connection:
+            connection.execute(insert(issued_cards), rows)
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(type(exc).__name__) from None
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything the service stores is UTC.
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,54 @@
+"""Feedback on cards (CDS Hooks §Feedback): stored once per item, the whole batch in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
+from cds_service.store.schema import feedback
+
+
+def item_hash(service_id: str, item: dict[str, Any]) -> str:
+    """The identity of a feedback item: the same item sent again hashes the same."""
+    return hashlib.sha256(json.dumps([service_id, item], sort_keys=True).encode()).hexdigest()
+
+
+def _row(service_id: str, item: dict[str, Any], received_at: datetime) -> dict[str, Any]:
+    reason = (item.get("overrideReason") or {}).get("reason") or {}
+    accepted = item.get("acceptedSuggestions")
+    return {
+        "item_hash": item_hash(service_id, item),
+        "card_uuid": item["card"],
+        "service_id": service_id,
+        "outcome": item["outcome"],
+        "accepted_suggestions": json.dumps([s["id"] for s in accepted]) if accepted else None,
+        "override_system": reason.get("system"),
+        "override_code": reason.get("code"),
+        "override_display": reason.get("display"),
+        "user_comment": (item.get("overrideReason") or {}).get("userComment"),
+        "outcome_at": datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00")),
+        "received_at": received_at,
+    }
+
+
+def save_feedback(
+    url: str, service_id: str, items: list[dict[str, Any]], received_at: datetime
+) -> int:
+    """Store a validated batch; returns how many items were new. Commits before returning."""
+    rows = [_row(service_id, item, received_at) for item in items]
+    try:
+        engine = engine_for(url)
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(feedback).on_conflict_do_nothing(index_elements=["item_hash"])
+        new = 0
+        with engine.begin() as connection:
+            for row in rows:
+                new += connection.execute(statement, row).rowcount or 0
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(type(exc).__name__) from None
+    return new

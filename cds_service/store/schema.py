@@ -1,0 +1,48 @@
+"""Tables. Patient identifiers are never stored in clear: only a keyed hash (HMAC-SHA256)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# JWT ids already accepted, kept until the token expires, so a replayed client JWT is refused by
+# every worker and replica sharing the database. Only a hash of issuer + jti is stored.
+jwt_replay = Table(
+    "jwt_replay",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Every card the service returned: makes feedback attributable and drives snoozing.
+issued_cards = Table(
+    "issued_cards",
+    metadata,
+    Column("card_uuid", String(36), primary_key=True),
+    Column("service_id", String(100), nullable=False),
+    Column("card_kind", String(100), nullable=False),
+    Column("indicator", String(10), nullable=False),
+    Column("patient_hash", String(64), nullable=False),
+    Column("evidence_hash", String(64), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False, index=True),
+    Index("ix_issued_cards_patient_kind", "patient_hash", "card_kind"),
+)
+
+# Feedback items as the CDS client sent them; item_hash makes a re-sent item a no-op.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_hash", String(64), nullable=False, unique=True),
+    Column("card_uuid", String(36), nullable=False, index=True),
+    Column("service_id", String(100), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("accepted_suggestions", Text, nullable=True),
+    Column("override_system", String(200), nullable=True),
+    Column("override_code", String(100), nullable=True),
+    Column("override_display", String(300), nullable=True),
+    Column("user_comment", Text, nullable=True),
+    Column("outcome_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+)
