@@ -10,7 +10,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
+from cds_service.feedback import receive_feedback
 from cds_service.hooks import call_service
+from cds_service.metrics import LATENCY, REQUESTS, exposition
 from cds_service.runtime import Runtime
 from cds_service.store import ping
 
@@ -60,6 +62,21 @@ def hook_call(service_id: str) -> Response:
     g.card_count = len(result.body["cards"])
     g.hook = result.hook
     return jsonify(result.body)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    """Feedback on cards this service returned (accepted or overridden)."""
+    g.service_id = service_id
+    counts = receive_feedback(runtime(), service_id, read_json())
+    return jsonify(counts)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics (restrict access at the network edge; no patient data in any label)."""
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/healthz")
@@ -126,7 +143,15 @@ def _authenticate() -> None:
 @bp.after_app_request
 def _access_log(response: Response) -> Response:
     # Request logs name the route, service, status, latency and card count, never bodies, headers or ids.
-    elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    elapsed_ms = elapsed * 1000
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    service = g.get("service_id") or ""
+    if service and not runtime().services_with_id(service):
+        service = "unknown"  # the path is caller-controlled: keep label values bounded
+    if endpoint != "/metrics":
+        REQUESTS.labels(endpoint, service, str(response.status_code)).inc()
+        LATENCY.labels(endpoint, service).observe(elapsed)
     log.info(
         "request",
         extra={

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,25 @@ def run(host: str, port: int) -> None:
     default=lambda: int(os.environ.get("CDS_THREADS", "4")),
     show_default="4 or $CDS_THREADS",
 )
-def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Run production-style under gunicorn (settings from CDS_* variables; JWT auth by default)."""
+@click.option(
+    "--certfile",
+    default=lambda: os.environ.get("CDS_TLS_CERTFILE"),
+    help="TLS certificate (PEM) to serve https directly; or $CDS_TLS_CERTFILE.",
+)
+@click.option(
+    "--keyfile",
+    default=lambda: os.environ.get("CDS_TLS_KEYFILE"),
+    help="TLS private key (PEM); or $CDS_TLS_KEYFILE.",
+)
+def serve(
+    host: str, port: int, workers: int, threads: int, certfile: str | None, keyfile: str | None
+) -> None:
+    """Run production-style under gunicorn (settings from CDS_* variables; JWT auth by default).
+
+    CDS Hooks requires HTTPS: give --certfile/--keyfile, or put a TLS-terminating proxy in front.
+    """
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("--certfile and --keyfile go together")
     from gunicorn.app.base import BaseApplication
 
     from cds_service import create_app
@@ -75,12 +93,92 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", None)  # the app writes its own structured request log
+            if certfile and keyfile:
+                self.cfg.set("certfile", certfile)
+                self.cfg.set("keyfile", keyfile)
 
         def load(self) -> Any:
             return create_app()
 
-    click.echo(f"CDS Hooks discovery: http://{host}:{port}/cds-services", err=True)
+    scheme = "https" if certfile else "http"
+    click.echo(f"CDS Hooks discovery: {scheme}://{host}:{port}/cds-services", err=True)
     Server().run()
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date (run once per release before starting replicas)."""
+    from cds_service.store import StoreUnavailable
+    from cds_service.store import migrate as run_migrations
+
+    settings = _settings_or_exit()
+    try:
+        run_migrations(settings.database_url)
+    except StoreUnavailable as exc:
+        click.echo(f"database unreachable: {exc}", err=True)
+        sys.exit(1)
+    click.echo("database schema is up to date")
+
+
+@main.command("report")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Only cards shown from this date (UTC).",
+)
+def report_command(since: datetime | None) -> None:
+    """Per card kind: shown, accepted, overridden, acceptance rate and the top override reasons."""
+    from cds_service.store import StoreUnavailable
+    from cds_service.store.report import report
+
+    settings = _settings_or_exit()
+    start = since.replace(tzinfo=UTC) if since else None
+    try:
+        rows = report(settings.database_url, start)
+    except StoreUnavailable as exc:
+        click.echo(f"database unreachable: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"Card outcomes since {start.date().isoformat() if start else 'the first record'}")
+    click.echo(
+        "acceptance rate = accepted / (accepted + overridden); cards without feedback were not acted on\n"
+    )
+    header = f"{'card kind':32} {'shown':>6} {'accepted':>9} {'overridden':>11} {'rate':>6}  top override reasons"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for row in rows:
+        rate = f"{row.acceptance_rate:.0%}" if row.acceptance_rate is not None else "-"
+        reasons = "; ".join(f"{reason} ({n})" for reason, n in row.reasons.most_common(3)) or "-"
+        click.echo(
+            f"{row.kind:32} {row.shown:>6} {row.accepted:>9} {row.overridden:>11} {rate:>6}  {reasons}"
+        )
+    if not rows:
+        click.echo("(no cards recorded)")
+
+
+@main.command()
+@click.option("--older-than-days", type=click.IntRange(min=1), default=365, show_default=True)
+def prune(older_than_days: int) -> None:
+    """Delete issued cards and feedback older than the retention period, and expired JWT ids."""
+    from cds_service.store import StoreUnavailable
+    from cds_service.store.report import prune as prune_store
+
+    settings = _settings_or_exit()
+    now = datetime.now(UTC)
+    try:
+        removed = prune_store(settings.database_url, now - timedelta(days=older_than_days), now)
+    except StoreUnavailable as exc:
+        click.echo(f"database unreachable: {exc}", err=True)
+        sys.exit(1)
+    click.echo(", ".join(f"{table}: {count} removed" for table, count in removed.items()))
+
+
+def _settings_or_exit() -> Any:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command("check-knowledge")
@@ -188,3 +286,7 @@ def _app_or_exit(factory: Any) -> Any:
     except (ConfigError, KnowledgeError) as exc:
         click.echo(f"cannot start: {exc}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

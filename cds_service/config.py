@@ -41,10 +41,12 @@ class Settings:
     auth: str = "jwt"
     public_base_url: str | None = None
     trusted_issuers: Path | None = None
+    patient_hash_key: str | None = None
     jwt_clock_skew_seconds: int = 300
     jwks_cache_seconds: int = 3600
     log_level: str = "INFO"
     validate_responses: bool = False
+    store_retry_seconds: float = 5.0
 
     @property
     def development(self) -> bool:
@@ -58,6 +60,8 @@ DEVELOPMENT_DEFAULTS: dict[str, str] = {
     "CDS_CORS_ORIGINS": "*",
     "CDS_AUTH": "off",
     "CDS_VALIDATE_RESPONSES": "true",
+    # A fixed key is fine on a laptop; production must set its own secret.
+    "CDS_PATIENT_HASH_KEY": "development-only-patient-hash-key",
 }
 
 
@@ -113,6 +117,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         ("CDS_FHIR_DEADLINE_SECONDS", "fhir_deadline_seconds", float, 0.05),
         ("CDS_FHIR_MAX_PAGES", "fhir_max_pages", int, 1),
         ("CDS_FHIR_MAX_CONCURRENCY", "fhir_max_concurrency", int, 1),
+        ("CDS_STORE_RETRY_SECONDS", "store_retry_seconds", float, 0),
     ]
     for var, attr, kind, minimum in numbers:
         if var in env_vars:
@@ -121,6 +126,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         values["auth"] = env_vars["CDS_AUTH"].strip().lower()
     if "CDS_PUBLIC_BASE_URL" in env_vars:
         values["public_base_url"] = env_vars["CDS_PUBLIC_BASE_URL"].rstrip("/")
+    if env_vars.get("CDS_PATIENT_HASH_KEY"):
+        values["patient_hash_key"] = env_vars["CDS_PATIENT_HASH_KEY"]
     if "CDS_TRUSTED_ISSUERS" in env_vars:
         values["trusted_issuers"] = Path(env_vars["CDS_TRUSTED_ISSUERS"])
     if "CDS_JWT_CLOCK_SKEW_SECONDS" in env_vars:
@@ -141,6 +148,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     settings = dataclasses.replace(Settings(), **{**values, **overrides})
     if settings.auth not in {"jwt", "off"}:
         raise ConfigError(f"CDS_AUTH must be jwt or off, not {settings.auth!r}")
+    if not settings.patient_hash_key:
+        raise ConfigError(
+            "CDS_PATIENT_HASH_KEY must be set: the secret that turns patient ids into the keyed hashes "
+            "stored with issued cards (the same value on every replica)"
+        )
     if settings.auth == "jwt":
         # The JWT audience must come from configuration: building it from the Host header would let
         # a token minted for another service be accepted here.

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cds_service.errors import InvalidRequest, Issue, UnknownService
+from cds_service.fatigue import fingerprint, snoozed
 from cds_service.fhir.client import FhirClient, FhirFetchError
 from cds_service.fhir.record import record_from_prefetch
 from cds_service.knowledge.loader import ServiceSpec
+from cds_service.metrics import CARDS, SNOOZED
 from cds_service.prefetch import gather
 from cds_service.protocol.schemas import context_schema_for, validate
 from cds_service.render import render_cards
-from cds_service.rules import EVALUATORS, HookInput
+from cds_service.rules import EVALUATORS, Finding, HookInput
 from cds_service.runtime import Runtime
+from cds_service.store import StoreUnavailable
+from cds_service.store.cards import IssuedCard, overrides_for, patient_hash, record_issued
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +81,71 @@ def call_service(runtime: Runtime, service_id: str, body: Any) -> HookResult:
         now=runtime.clock.now(),
     )
     findings = EVALUATORS[spec.evaluator](hook_input)
+    patient = patient_hash(settings.patient_hash_key or "", context["patientId"])
+    findings = _without_snoozed(runtime, spec.id, patient, findings, hook_input.now)
     cards = render_cards(findings, runtime.knowledge, runtime.clock, context["patientId"])
-    response: dict[str, Any] = {"cards": cards}
+    _record(runtime, spec.id, patient, findings, cards, hook_input.now)
+    response: dict[str, Any] = {"cards": [card for card, _ in cards]}
     if settings.validate_responses:
         problems = validate(response, "response")
         if problems:  # a bug of ours, not the caller's: fail loudly in development
             raise AssertionError(f"invalid response: {problems}")
     return HookResult(response, hook, tuple(f.kind for f in findings))
+
+
+def _without_snoozed(
+    runtime: Runtime, service_id: str, patient: str, findings: list[Finding], now: datetime
+) -> list[Finding]:
+    """Findings minus those a clinician overrode for this patient within the snooze period.
+
+    Fail-open: when the database is down, nothing is snoozed (cards may repeat) rather than the
+    call failing or cards silently going missing.
+    """
+    if not findings or not runtime.store_available():
+        return findings
+    try:
+        overrides = overrides_for(runtime.settings.database_url, patient)
+    except StoreUnavailable:
+        runtime.store_failed("snooze lookup")
+        return findings
+    kept = []
+    for finding in findings:
+        if snoozed(finding, runtime.knowledge, overrides, now):
+            SNOOZED.labels(service_id, finding.kind).inc()
+        else:
+            kept.append(finding)
+    return kept
+
+
+def _record(
+    runtime: Runtime,
+    service_id: str,
+    patient: str,
+    findings: list[Finding],
+    cards: list[tuple[dict[str, Any], Finding]],
+    now: datetime,
+) -> None:
+    """Record the issued cards (for feedback attribution and snoozing); fail-open like snoozing."""
+    for card, _ in cards:
+        CARDS.labels(service_id, card["source"]["topic"]["code"], card["indicator"]).inc()
+    if not cards or not runtime.store_available():
+        return
+    issued = [
+        IssuedCard(
+            card_uuid=card["uuid"],
+            service_id=service_id,
+            card_kind=finding.kind,
+            indicator=card["indicator"],
+            patient_hash=patient,
+            evidence_hash=fingerprint(finding),
+            issued_at=now,
+        )
+        for card, finding in cards
+    ]
+    try:
+        record_issued(runtime.settings.database_url, issued)
+    except StoreUnavailable:
+        runtime.store_failed("record issued cards")
 
 
 def request_from_bundle(

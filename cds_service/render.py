@@ -24,10 +24,10 @@ class _Facts(dict[str, Any]):
 
 def render_cards(
     findings: list[Finding], knowledge: Knowledge, clock: Clock, patient_id: str
-) -> list[dict[str, Any]]:
-    """Cards for `findings`, most urgent first (stable within an indicator)."""
-    cards = [render_card(f, knowledge, clock, patient_id) for f in findings]
-    return sorted(cards, key=lambda c: INDICATOR_ORDER[c["indicator"]])
+) -> list[tuple[dict[str, Any], Finding]]:
+    """(card, finding) for each finding, most urgent first (stable within an indicator)."""
+    cards = [(render_card(f, knowledge, clock, patient_id), f) for f in findings]
+    return sorted(cards, key=lambda pair: INDICATOR_ORDER[pair[0]["indicator"]])
 
 
 def render_card(

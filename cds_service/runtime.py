@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -12,6 +14,9 @@ from cds_service.clock import Clock
 from cds_service.config import Settings
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.loader import ServiceSpec
+from cds_service.metrics import STORE_FAILURES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,6 +29,7 @@ class Runtime:
     http: httpx.Client = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     verifier: Verifier | None = field(init=False, default=None)
+    _store_retry_at: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
@@ -42,6 +48,16 @@ class Runtime:
                 jwks_cache=JwksCache(self.http, settings.jwks_cache_seconds),
                 clock_skew_seconds=settings.jwt_clock_skew_seconds,
             )
+
+    def store_available(self) -> bool:
+        """False for a short while after a database failure, so hook calls do not wait on it."""
+        return time.monotonic() >= self._store_retry_at
+
+    def store_failed(self, operation: str) -> None:
+        """Note a database failure: skip optional database work for the next few seconds."""
+        STORE_FAILURES.labels(operation).inc()
+        log.warning("database unavailable; continuing without it", extra={"reason": operation})
+        self._store_retry_at = time.monotonic() + self.settings.store_retry_seconds
 
     def services_with_id(self, service_id: str) -> list[ServiceSpec]:
         """Every (id, hook) entry registered under `service_id`."""

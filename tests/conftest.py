@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -16,12 +21,59 @@ from cds_service.clock import fixed_clock
 from cds_service.config import Settings, load_settings
 from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.protocol.schemas import validate
+from cds_service.store import engine_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 # Every test runs "today" at this instant, so look-back windows and ages are reproducible.
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SERVICE_ID = "leg-cramps-after-stroke"
+
+
+POSTGRES_URL = os.environ.get(
+    "CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A database URL on the local PostgreSQL whose search_path is a fresh, private schema."""
+    schema = f"cds_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 2})
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("CI"):
+            raise  # CI has PostgreSQL: its absence is a failure, not a skip
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} ({type(exc).__name__})")
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    try:
+        yield url
+    finally:
+        release(url)
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def release(url: str) -> None:
+    """Close the service's pooled connections to `url` (tests use many short-lived databases)."""
+    engine_for(url).dispose()
+    engine_for.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on the embedded SQLite store and on the local PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        yield url
+        release(url)
+    else:
+        with postgres_schema() as url:
+            yield url
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -33,8 +85,10 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    settings = make_settings(tmp_path)
+    yield settings
+    release(settings.database_url)
 
 
 @pytest.fixture(scope="session")

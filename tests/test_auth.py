@@ -336,7 +336,7 @@ def test_jwt_mode_needs_base_url_and_issuers(tmp_path: Path) -> None:
     from cds_service.config import load_settings
 
     with pytest.raises(ConfigError, match="CDS_TRUSTED_ISSUERS"):
-        load_settings({"CDS_AUTH": "jwt", "CDS_PUBLIC_BASE_URL": BASE})
+        load_settings({"CDS_AUTH": "jwt", "CDS_PUBLIC_BASE_URL": BASE, "CDS_PATIENT_HASH_KEY": "k"})
 
 
 def test_shipped_sandbox_issuer_file_loads() -> None:

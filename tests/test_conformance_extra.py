@@ -24,6 +24,7 @@ from flask.testing import FlaskClient
 
 from cds_service import create_app
 from cds_service.clock import Clock
+from cds_service.knowledge import Knowledge
 from tests.conftest import SERVICE_ID, assert_valid_response, make_settings
 from tests.test_api import request_body
 
@@ -292,9 +293,9 @@ def test_every_card_and_suggestion_has_a_unique_uuid(cards: list[dict[str, Any]]
     assert len(ids) == len(set(ids)), ids
 
 
-def test_repeated_calls_get_fresh_card_uuids(tmp_path: Path) -> None:
+def test_repeated_calls_get_fresh_card_uuids(tmp_path: Path, knowledge: Knowledge) -> None:
     """With the production clock (random UUIDs), the same request twice gives different card uuids."""
-    app = create_app(make_settings(tmp_path), clock=Clock())
+    app = create_app(make_settings(tmp_path), clock=Clock(), knowledge=knowledge)
     try:
         client = app.test_client()
         first = [c["uuid"] for c in call(client, in_scope_body())["cards"]]

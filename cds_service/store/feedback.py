@@ -44,11 +44,16 @@ def save_feedback(
     try:
         engine = engine_for(url)
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(feedback).on_conflict_do_nothing(index_elements=["item_hash"])
+        # RETURNING tells which rows were new: rowcount is not reliable for upserts on every driver.
+        statement = (
+            dialect.insert(feedback)
+            .on_conflict_do_nothing(index_elements=["item_hash"])
+            .returning(feedback.c.id)
+        )
         new = 0
         with engine.begin() as connection:
             for row in rows:
-                new += connection.execute(statement, row).rowcount or 0
+                new += len(connection.execute(statement, row).all())
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None
     return new
