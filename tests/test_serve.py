@@ -6,8 +6,8 @@ import datetime as dt
 import ipaddress
 import os
 import signal
-import ssl
 import socket
+import ssl
 import subprocess
 import sys
 import time
