@@ -49,7 +49,7 @@ def render_card(
     suggestions = _suggestions(kind, finding, knowledge, clock, patient_id)
     if suggestions:
         card["suggestions"] = suggestions
-        card["selectionBehavior"] = "any"
+        card["selectionBehavior"] = kind.get("selection_behavior", "any")
     reasons = kind.get("override_reasons")
     if reasons:
         table = knowledge.override_reasons

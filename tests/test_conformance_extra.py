@@ -203,6 +203,22 @@ def test_every_discovered_service_answers_at_base_url_slash_id(client: FlaskClie
     for service in client.get("/cds-services").get_json()["services"]:
         body = in_scope_body()
         body["hook"] = service["hook"]
+        if service["hook"] in {"order-select", "order-sign"}:
+            order = {
+                "resourceType": "MedicationRequest",
+                "id": "draft-1",
+                "status": "draft",
+                "intent": "order",
+                "medicationCodeableConcept": {"text": "baclofen 10 mg tablet"},
+                "subject": {"reference": f"Patient/{body['context']['patientId']}"},
+            }
+            body["context"]["draftOrders"] = {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": order}],
+            }
+            if service["hook"] == "order-select":
+                body["context"]["selections"] = ["MedicationRequest/draft-1"]
         response = client.post(f"/cds-services/{service['id']}", json=body)
         assert response.status_code == 200, (service["id"], response.get_data(as_text=True))
         assert "cards" in response.get_json()

@@ -103,11 +103,13 @@ def without_prefetch(request: dict[str, Any], base: str) -> dict[str, Any]:
 def test_fetched_data_gives_the_same_cards_as_prefetch(
     client: FlaskClient, fhir_base: str, path: Path
 ) -> None:
-    request = json.loads(path.read_text(encoding="utf-8"))["request"]
-    prefetched = client.post(f"/cds-services/{SERVICE_ID}", json=request)
+    scenario = json.loads(path.read_text(encoding="utf-8"))
+    request = scenario["request"]
+    service = scenario.get("service", SERVICE_ID)
+    prefetched = client.post(f"/cds-services/{service}", json=request)
     assert prefetched.status_code == 200
     reset_requests(fhir_base)
-    fetched = client.post(f"/cds-services/{SERVICE_ID}", json=without_prefetch(request, fhir_base))
+    fetched = client.post(f"/cds-services/{service}", json=without_prefetch(request, fhir_base))
     assert fetched.status_code == 200, fetched.get_data(as_text=True)
     assert_valid_response(fetched.get_json())
     assert comparable(fetched.get_json()["cards"]) == comparable(prefetched.get_json()["cards"])

@@ -13,9 +13,12 @@ Evaluator = Callable[[HookInput], list[Finding]]
 
 
 def _registry() -> dict[str, Evaluator]:
-    from cds_service.rules import patient_view
+    from cds_service.rules import orders, patient_view
 
-    return {"post-stroke-cramps-patient-view": patient_view.evaluate}
+    return {
+        "post-stroke-cramps-patient-view": patient_view.evaluate,
+        "cramp-medicines-order-review": orders.evaluate,
+    }
 
 
 EVALUATORS: dict[str, Evaluator] = _registry()

@@ -75,13 +75,12 @@ def current_medications(record: PatientRecord) -> list[Resource]:
     return [m for m in record.medication_requests if m.get("status") in CURRENT_MEDICATION]
 
 
-def medications_in(record: PatientRecord, vs: ValueSet) -> list[Resource]:
-    """Current medicines that belong to `vs` by product code, ingredient code or name."""
-    return [
-        m
-        for m in current_medications(record)
-        if vs.matches_medication(medication_concepts(record, m))
-    ]
+def medications_in(
+    record: PatientRecord, vs: ValueSet, requests: Iterable[Resource] | None = None
+) -> list[Resource]:
+    """Medicines (current ones unless `requests` is given) in `vs` by product or ingredient code or name."""
+    pool = current_medications(record) if requests is None else requests
+    return [m for m in pool if vs.matches_medication(medication_concepts(record, m))]
 
 
 def medication_name(record: PatientRecord, request: Resource) -> str:

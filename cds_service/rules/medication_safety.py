@@ -41,15 +41,19 @@ def beers_muscle_relaxants(hook: HookInput) -> list[Finding]:
             "age": str(age),
             "order": target,
             "deletable": request.get("resourceType") == "MedicationRequest" and "/" in target,
+            "stop_label": f"Discontinue {medication_name(hook.record, request)}",
+            "replaceable": False,
         }
         findings.append(Finding("beers-muscle-relaxant", facts, (_med_line(hook, request),)))
     return findings
 
 
-def baclofen_with_low_egfr(hook: HookInput) -> list[Finding]:
-    """Baclofen with the latest eGFR below the Beers 2023 Table 6 limit."""
+def baclofen_with_low_egfr(
+    hook: HookInput, requests: list[Resource] | None = None
+) -> list[Finding]:
+    """Baclofen (current, or among `requests`) with the latest eGFR below the Beers 2023 Table 6 limit."""
     kb = hook.knowledge
-    baclofen = medications_in(hook.record, kb.valueset("baclofen"))
+    baclofen = medications_in(hook.record, kb.valueset("baclofen"), requests)
     if not baclofen:
         return []
     egfr = latest_egfr(hook)
@@ -103,13 +107,13 @@ def relaxant_with_opioid_or_benzodiazepine(hook: HookInput) -> list[Finding]:
     return [Finding("relaxant-with-cns-depressant", facts, evidence)]
 
 
-def cns_active_burden(hook: HookInput) -> list[Finding]:
-    """Three or more distinct CNS-active medicines (Beers 2023 Table 5)."""
+def cns_active_burden(hook: HookInput, requests: list[Resource] | None = None) -> list[Finding]:
+    """Three or more distinct CNS-active medicines, current or among `requests` (Beers 2023 Table 5)."""
     kb = hook.knowledge
     cns_active = kb.valueset("cns-active")
     distinct: dict[str, Resource] = {}
-    for request in medications_in(hook.record, cns_active):
-        distinct.setdefault(_identity(hook, request, cns_active), request)
+    for request in medications_in(hook.record, cns_active, requests):
+        distinct.setdefault(identity(hook, request, cns_active), request)
     minimum = int(kb.threshold("cns-active-count"))
     if len(distinct) < minimum:
         return []
@@ -129,14 +133,18 @@ def quinine_for_cramps(hook: HookInput) -> list[Finding]:
     return [
         Finding(
             "quinine-for-cramps",
-            {"medicine": medication_name(hook.record, m), "order": reference(m)},
+            {
+                "medicine": medication_name(hook.record, m),
+                "order": reference(m),
+                "stop_label": f"Discontinue {medication_name(hook.record, m)}",
+            },
             (_med_line(hook, m),),
         )
         for m in quinine
     ]
 
 
-def _identity(hook: HookInput, request: Resource, vs: ValueSet) -> str:
+def identity(hook: HookInput, request: Resource, vs: ValueSet) -> str:
     """One key per drug, not per product: the ingredient name found in its text or coding displays
     (two strengths of gabapentin are one drug), else its first RxNorm code, else its name."""
     concepts = medication_concepts(hook.record, request)

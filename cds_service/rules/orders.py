@@ -1,0 +1,205 @@
+"""The order-select and order-sign services: medication safety of the medicines being ordered.
+
+Cards concern only the orders under decision: on order-select the `selections`, on order-sign every
+MedicationRequest in `draftOrders` (a re-signed order may already be active; cancelled, stopped,
+completed or entered-in-error entries are not being signed and are skipped). They are judged against
+the patient's age, latest eGFR, current medicines, the other draft orders and diagnoses.
+"""
+
+from __future__ import annotations
+
+from cds_service.errors import InvalidRequest, Issue
+from cds_service.fhir.data import Resource, iter_bundle
+from cds_service.rules import medication_safety
+from cds_service.rules.base import Finding, HookInput
+from cds_service.rules.common import (
+    age_years,
+    conditions_in,
+    current_medications,
+    medication_name,
+    medications_in,
+    reference,
+    results_in,
+)
+from cds_service.rules.patient_view import in_scope
+
+NOT_BEING_SIGNED = {"cancelled", "stopped", "completed", "entered-in-error", "revoked"}
+
+
+def orders_under_decision(hook: HookInput) -> tuple[list[Resource], list[Resource]]:
+    """(the MedicationRequests this call is about, the other draft orders of the session)."""
+    drafts = [
+        r
+        for _, r in iter_bundle(hook.context["draftOrders"])
+        if r.get("resourceType") == "MedicationRequest"
+    ]
+    if hook.hook == "order-select":
+        selected = set(hook.context["selections"])
+        known = {reference(r) for _, r in iter_bundle(hook.context["draftOrders"])}
+        unknown = sorted(selected - known)
+        if unknown:
+            raise InvalidRequest(
+                "selections must name entries of draftOrders",
+                [
+                    Issue("invalid", f"'{ref}' is not in draftOrders", "$.context.selections")
+                    for ref in unknown
+                ],
+            )
+        targets = [r for r in drafts if reference(r) in selected]
+    else:
+        targets = [r for r in drafts if r.get("status") not in NOT_BEING_SIGNED]
+    others = [r for r in drafts if r not in targets and r.get("status") not in NOT_BEING_SIGNED]
+    return targets, others
+
+
+def evaluate(hook: HookInput) -> list[Finding]:
+    """Every card that applies to the orders under decision."""
+    targets, other_drafts = orders_under_decision(hook)
+    findings: list[Finding] = []
+    current = current_medications(hook.record)
+    for order in targets:
+        # What the patient would take if this order is signed: current medicines, other drafts, it.
+        context = [m for m in [*current, *other_drafts] if reference(m) != reference(order)]
+        findings.extend(check_order(hook, order, context))
+    return findings
+
+
+def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> list[Finding]:
+    """The checks of cards/cards.yaml for one ordered medicine."""
+    kb = hook.knowledge
+    record = hook.record
+    name = medication_name(record, order)
+    target = reference(order)
+
+    def is_(vs_id: str, requests: list[Resource]) -> list[Resource]:
+        return medications_in(record, kb.valueset(vs_id), requests)
+
+    base = {
+        "medicine": name,
+        "order": target,
+        "deletable": True,
+        "stop_label": f"Remove the draft order for {name}",
+    }
+    evidence = (f"- ordered: {name} ({order.get('status')}; {target})",)
+    found: list[Finding] = []
+    age = age_years(hook)
+    older = age is not None and age >= kb.threshold("older-adult-age")
+
+    if older and is_("muscle-relaxants-beers", [order]):
+        found.append(
+            Finding(
+                "beers-muscle-relaxant", {**base, "age": str(age), "replaceable": True}, evidence
+            )
+        )
+    if is_("baclofen", [order]):
+        found.extend(medication_safety.baclofen_with_low_egfr(hook, [order]))
+    interacting = _tizanidine_partner(hook, order, context)
+    if interacting:
+        found.append(
+            Finding(
+                "tizanidine-cyp1a2-interaction",
+                {
+                    **base,
+                    "partner": medication_name(record, interacting),
+                    "partner_order": reference(interacting),
+                },
+                (
+                    *evidence,
+                    f"- with: {medication_name(record, interacting)} ({interacting.get('status')}; {reference(interacting)})",
+                ),
+            )
+        )
+    if is_("quinine", [order]) and _for_cramps(hook, order):
+        found.append(Finding("quinine-for-cramps", base, evidence))
+    relaxant = bool(is_("muscle-relaxants", [order]))
+    if relaxant:
+        others = [m for m in is_("muscle-relaxants", context) if not _same_drug(hook, m, order)]
+        if others:
+            found.append(
+                Finding(
+                    "duplicate-muscle-relaxant",
+                    {
+                        **base,
+                        "others": ", ".join(sorted({medication_name(record, m) for m in others})),
+                    },
+                    (
+                        *evidence,
+                        *(f"- also: {medication_name(record, m)} ({reference(m)})" for m in others),
+                    ),
+                )
+            )
+    depressant = bool(is_("opioids", [order]) or is_("benzodiazepines", [order]))
+    if relaxant or depressant:
+        partners = (
+            (is_("opioids", context) + is_("benzodiazepines", context))
+            if relaxant
+            else is_("muscle-relaxants", context)
+        )
+        if partners:
+            relaxants = [order] if relaxant else partners
+            depressants = partners if relaxant else [order]
+            found.append(
+                Finding(
+                    "relaxant-with-cns-depressant",
+                    {
+                        "relaxants": ", ".join(
+                            sorted({medication_name(record, m) for m in relaxants})
+                        ),
+                        "depressants": ", ".join(
+                            sorted({medication_name(record, m) for m in depressants})
+                        ),
+                    },
+                    (
+                        *evidence,
+                        *(
+                            f"- with: {medication_name(record, m)} ({reference(m)})"
+                            for m in partners
+                        ),
+                    ),
+                )
+            )
+    if is_("cns-active", [order]):
+        found.extend(medication_safety.cns_active_burden(hook, [order, *context]))
+    if is_("carisoprodol", [order]):
+        found.append(Finding("carisoprodol-schedule-iv", base, evidence))
+    if is_("enzyme-inducing-antiepileptics", [order]):
+        found.append(Finding("enzyme-inducing-antiepileptic", {"medicines": name}, evidence))
+    if is_("calcium-supplements", [order]) and in_scope(hook) and not _any_calcium_result(hook):
+        found.append(Finding("calcium-order-without-result", base, evidence))
+    return found
+
+
+def _tizanidine_partner(
+    hook: HookInput, order: Resource, context: list[Resource]
+) -> Resource | None:
+    """The ciprofloxacin/fluvoxamine (or tizanidine) that makes this order a contraindicated pair."""
+    kb = hook.knowledge
+    record = hook.record
+    inhibitors = kb.valueset("ciprofloxacin"), kb.valueset("fluvoxamine")
+    if medications_in(record, kb.valueset("tizanidine"), [order]):
+        for vs in inhibitors:
+            partners = medications_in(record, vs, context)
+            if partners:
+                return partners[0]
+    elif any(medications_in(record, vs, [order]) for vs in inhibitors):
+        partners = medications_in(record, kb.valueset("tizanidine"), context)
+        if partners:
+            return partners[0]
+    return None
+
+
+def _for_cramps(hook: HookInput, order: Resource) -> bool:
+    """Quinine is flagged when ordered for cramps: the order's reason, or documented leg cramps."""
+    cramps = hook.knowledge.valueset("leg-cramps")
+    if any(cramps.matches(reason) for reason in order.get("reasonCode") or []):
+        return True
+    return bool(conditions_in(hook.record, cramps, active_only=True))
+
+
+def _same_drug(hook: HookInput, a: Resource, b: Resource) -> bool:
+    vs = hook.knowledge.valueset("muscle-relaxants")
+    return medication_safety.identity(hook, a, vs) == medication_safety.identity(hook, b, vs)
+
+
+def _any_calcium_result(hook: HookInput) -> bool:
+    return bool(results_in(hook.record.observations, hook.knowledge.valueset("calcium-any")))
