@@ -105,7 +105,8 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
                 },
                 (
                     *evidence,
-                    f"- with: {medication_name(record, interacting)} ({interacting.get('status')}; {reference(interacting)})",
+                    f"- with: {medication_name(record, interacting)} "
+                    f"({interacting.get('status')}; {reference(interacting)})",
                 ),
             )
         )
