@@ -214,3 +214,36 @@ def test_unexpected_errors_are_500_without_details(
     response = app.test_client().post(f"/cds-services/{SERVICE_ID}", json=request_body())
     outcome = assert_outcome(response, 500)
     assert "Jane" not in json.dumps(outcome)
+
+
+ORDER_SERVICE = "leg-cramps-order-review"
+
+
+def order_body(hook: str) -> dict[str, Any]:
+    body = request_body(hook=hook)
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "draft-1",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {"text": "carisoprodol 350 MG Oral Tablet"},
+        "subject": {"reference": "Patient/pt-1"},
+    }
+    body["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
+    if hook == "order-select":
+        body["context"]["selections"] = ["MedicationRequest/draft-1"]
+    return body
+
+
+def test_one_service_id_serves_two_hooks_and_dispatches_on_hook(client: FlaskClient) -> None:
+    services = client.get("/cds-services").get_json()["services"]
+    hooks = sorted(s["hook"] for s in services if s["id"] == ORDER_SERVICE)
+    assert hooks == ["order-select", "order-sign"]
+    for hook in hooks:
+        response = client.post(f"/cds-services/{ORDER_SERVICE}", json=order_body(hook))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        kinds = sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
+        assert kinds == ["beers-muscle-relaxant", "carisoprodol-schedule-iv"]  # the patient is 76
+    wrong = client.post(f"/cds-services/{ORDER_SERVICE}", json=request_body())
+    outcome = assert_outcome(wrong, 400)
+    assert "order-select, order-sign" in outcome["issue"][0]["diagnostics"]
