@@ -27,7 +27,7 @@ NOT_BEING_SIGNED = {"cancelled", "stopped", "completed", "entered-in-error", "re
 
 
 def orders_under_decision(hook: HookInput) -> tuple[list[Resource], list[Resource]]:
-    """(the MedicationRequests this call is about, the other draft orders of the session)."""
+    """(the MedicationRequests this call is about, every pending draft order of the session)."""
     drafts = [
         r
         for _, r in iter_bundle(hook.context["draftOrders"])
@@ -48,20 +48,36 @@ def orders_under_decision(hook: HookInput) -> tuple[list[Resource], list[Resourc
         targets = [r for r in drafts if reference(r) in selected]
     else:
         targets = [r for r in drafts if r.get("status") not in NOT_BEING_SIGNED]
-    others = [r for r in drafts if r not in targets and r.get("status") not in NOT_BEING_SIGNED]
-    return targets, others
+    pending = [r for r in drafts if r.get("status") not in NOT_BEING_SIGNED]
+    return targets, pending
 
 
 def evaluate(hook: HookInput) -> list[Finding]:
     """Every card that applies to the orders under decision."""
-    targets, other_drafts = orders_under_decision(hook)
+    targets, drafts = orders_under_decision(hook)
     findings: list[Finding] = []
+    seen: set[tuple[str, frozenset[str]]] = set()
     current = current_medications(hook.record)
     for order in targets:
-        # What the patient would take if this order is signed: current medicines, other drafts, it.
-        context = [m for m in [*current, *other_drafts] if reference(m) != reference(order)]
-        findings.extend(check_order(hook, order, context))
+        # What the patient would take if the orders are signed: current medicines and every other
+        # pending draft (two new drugs signed together must be checked against each other).
+        context = [m for m in [*current, *drafts] if reference(m) != reference(order)]
+        for finding in check_order(hook, order, context):
+            # A pair or a combination found from each of its orders is one card, not one per order.
+            key = (finding.kind, _medicines_named(finding))
+            if key not in seen:
+                seen.add(key)
+                findings.append(finding)
     return findings
+
+
+def _medicines_named(finding: Finding) -> frozenset[str]:
+    names: set[str] = set()
+    for fact in ("medicine", "partner", "others", "relaxants", "depressants", "medicines"):
+        value = finding.facts.get(fact)
+        if isinstance(value, str):
+            names.update(n.strip() for n in value.split(", "))
+    return frozenset(names)
 
 
 def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> list[Finding]:
