@@ -33,7 +33,10 @@ def read_json() -> Any:
         raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
+    except RecursionError:
+        document = None  # nested beyond the parser's limit: reported below as too deep
+        too_deep = True
     except (ValueError, UnicodeDecodeError) as exc:
         where = (
             f" at line {exc.lineno} column {exc.colno}"
@@ -44,6 +47,38 @@ def read_json() -> Any:
             "the request body is not valid JSON",
             [Issue("structure", f"the request body is not valid JSON{where}", "$")],
         ) from None
+    else:
+        too_deep = nesting_exceeds(document, MAX_JSON_DEPTH)
+    if too_deep:
+        raise InvalidRequest(
+            "the request body is nested too deeply",
+            [
+                Issue(
+                    "too-costly",
+                    f"JSON nesting deeper than {MAX_JSON_DEPTH} levels is not accepted",
+                    "$",
+                )
+            ],
+        )
+    return document
+
+
+# FHIR resources in real requests nest about 10-15 levels; anything far deeper is junk or an attack
+# on the parser and validators.
+MAX_JSON_DEPTH = 64
+
+
+def nesting_exceeds(document: Any, limit: int) -> bool:
+    """Whether `document` nests lists/objects deeper than `limit` (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 @bp.get("/cds-services")

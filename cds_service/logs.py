@@ -53,8 +53,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Libraries that log request URLs (which carry patient ids in FHIR queries) are held to warnings.
+QUIET_LIBRARIES = ("httpx", "httpcore", "urllib3", "werkzeug")
+
+
 def configure_logging(level: str) -> None:
     """Send the service's logs as JSON lines to stderr (once per process)."""
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logger = logging.getLogger("cds_service")
     if any(getattr(h, "_cds_json", False) for h in logger.handlers):
         logger.setLevel(level)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from cds_service.errors import Issue, PreconditionFailed
 from cds_service.fhir.client import FhirFetchError
+from cds_service.fhir.data import items
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def classify(value: Any, present: bool) -> KeyState:
     if value.get("resourceType") == "OperationOutcome":
         return KeyState.NOT_FILLED
     if value.get("resourceType") == "Bundle":
-        resources = [e.get("resource") for e in value.get("entry") or [] if isinstance(e, dict)]
+        resources = [e.get("resource") for e in items(value.get("entry")) if isinstance(e, dict)]
         if resources and all(
             isinstance(r, dict) and r.get("resourceType") == "OperationOutcome" for r in resources
         ):

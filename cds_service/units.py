@@ -66,6 +66,14 @@ def _unit_of(q: Quantity) -> tuple[Any, bool] | None:
 
 
 def concentration(q: Quantity, target: str, analyte: Analyte) -> float | None:
+    """`q` in `target` units, or None when it cannot be converted (see _concentration)."""
+    try:
+        return _concentration(q, target, analyte)
+    except (ArithmeticError, ValueError, TypeError):  # absurd magnitudes or units from bad data
+        return None
+
+
+def _concentration(q: Quantity, target: str, analyte: Analyte) -> float | None:
     """`q` expressed in `target` (a UCUM mass or molar concentration such as mg/dL or mmol/L).
 
     Mass <-> molar conversion uses the analyte's molar mass; equivalents are divided by its valence

@@ -19,6 +19,25 @@ Resource = dict[str, Any]
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
 
 
+def items(value: Any) -> list[Any]:
+    """A FHIR repeating element as a list; anything that is not a list (junk) is no items."""
+    return value if isinstance(value, list) else []
+
+
+def status(resource: Resource) -> str | None:
+    """A resource's `status` code, or None when absent or not a string."""
+    value = resource.get("status")
+    return value if isinstance(value, str) else None
+
+
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def valid_id(value: Any) -> bool:
+    """Whether `value` is a FHIR id (what a `Type/id` reference in a suggestion may carry)."""
+    return isinstance(value, str) and FHIR_ID.match(value) is not None
+
+
 @dataclass(frozen=True)
 class Code:
     """A coding reduced to what matching needs."""
@@ -35,7 +54,7 @@ def codings(concept: Any) -> list[Code]:
     for item in concepts:
         if not isinstance(item, dict):
             continue
-        for coding in item.get("coding") or []:
+        for coding in items(item.get("coding")):
             if (
                 isinstance(coding, dict)
                 and isinstance(coding.get("system"), str)
@@ -146,8 +165,12 @@ def quantity(value: Any) -> Quantity | None:
     unit = value.get("unit")
     system = value.get("system")
     comparator = value.get("comparator")
+    try:
+        magnitude = float(number)
+    except OverflowError:  # an integer beyond any float is not a lab value
+        return None
     return Quantity(
-        float(number),
+        magnitude,
         code if isinstance(code, str) else None,
         unit if isinstance(unit, str) else None,
         system if isinstance(system, str) else None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from cds_service.fhir.data import Resource, iter_bundle, parse_date, reference_id
+from cds_service.fhir.data import Resource, items, iter_bundle, parse_date, reference_id
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class PatientRecord:
             return None
         target = ref["reference"]
         if target.startswith("#"):
-            for contained in request.get("contained") or []:
+            for contained in items(request.get("contained")):
                 if isinstance(contained, dict) and contained.get("id") == target[1:]:
                     return contained
             return None

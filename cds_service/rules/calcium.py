@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from cds_service.fhir.data import Resource, clinical_time, quantity
+from cds_service.fhir.data import Resource, clinical_time, items, quantity, status
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
     age_years,
@@ -128,7 +128,7 @@ def _reading(hook: HookInput, observation: Resource) -> CalciumReading | None:
 
 def _lower_limit(observation: Resource, unit: str) -> tuple[float | None, bool]:
     """The low end of the lab's own reference range, converted to `unit`, if it gives one."""
-    for ref in observation.get("referenceRange") or []:
+    for ref in items(observation.get("referenceRange")):
         if not isinstance(ref, dict):
             continue
         low = quantity(ref.get("low"))
@@ -205,7 +205,7 @@ def _magnesium_and_vitamin_d(hook: HookInput) -> dict[str, object]:
 
 
 def _lower_limit_any(observation: Resource, value: object) -> tuple[float | None, bool]:
-    for ref in observation.get("referenceRange") or []:
+    for ref in items(observation.get("referenceRange")):
         if isinstance(ref, dict):
             low = quantity(ref.get("low"))
             if low is not None:
@@ -223,7 +223,7 @@ def _workup(hook: HookInput) -> Finding:
         or [
             p
             for p in hook.record.procedures
-            if p.get("status") == "completed" and kb.valueset("order-dxa").matches(p.get("code"))
+            if status(p) == "completed" and kb.valueset("order-dxa").matches(p.get("code"))
         ]
     )
     osteoporosis = conditions_in(hook.record, kb.valueset("osteoporosis"), active_only=False)

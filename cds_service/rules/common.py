@@ -11,6 +11,7 @@ from cds_service.fhir.data import (
     clinical_time,
     label,
     recorded_time,
+    status,
     status_of,
 )
 from cds_service.fhir.record import PatientRecord
@@ -46,7 +47,7 @@ def results_in(
     resources: Iterable[Resource], vs: ValueSet, statuses: set[str] = USABLE_RESULT
 ) -> list[Resource]:
     """Observations or reports coded in `vs` with a usable status, newest first (undated last)."""
-    found = [r for r in resources if r.get("status") in statuses and vs.matches(r.get("code"))]
+    found = [r for r in resources if status(r) in statuses and vs.matches(r.get("code"))]
     return sorted(found, key=lambda r: clinical_time(r) or _UNDATED, reverse=True)
 
 
@@ -72,7 +73,7 @@ def medication_concepts(record: PatientRecord, request: Resource) -> list[Any]:
 
 def current_medications(record: PatientRecord) -> list[Resource]:
     """MedicationRequests (and MedicationStatements) the patient currently takes."""
-    return [m for m in record.medication_requests if m.get("status") in CURRENT_MEDICATION]
+    return [m for m in record.medication_requests if status(m) in CURRENT_MEDICATION]
 
 
 def medications_in(

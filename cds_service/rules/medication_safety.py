@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cds_service.fhir.data import Resource, clinical_time, codings, quantity, texts
+from cds_service.fhir.data import Resource, clinical_time, codings, quantity, texts, valid_id
 from cds_service.knowledge.valuesets import ValueSet
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
@@ -40,7 +40,8 @@ def beers_muscle_relaxants(hook: HookInput) -> list[Finding]:
             "medicine": medication_name(hook.record, request),
             "age": str(age),
             "order": target,
-            "deletable": request.get("resourceType") == "MedicationRequest" and "/" in target,
+            "deletable": request.get("resourceType") == "MedicationRequest"
+            and valid_id(request.get("id")),
             "stop_label": f"Discontinue {medication_name(hook.record, request)}",
             "replaceable": False,
         }
@@ -137,6 +138,7 @@ def quinine_for_cramps(hook: HookInput) -> list[Finding]:
                 "medicine": medication_name(hook.record, m),
                 "order": reference(m),
                 "stop_label": f"Discontinue {medication_name(hook.record, m)}",
+                "deletable": m.get("resourceType") == "MedicationRequest" and valid_id(m.get("id")),
             },
             (_med_line(hook, m),),
         )

@@ -9,7 +9,7 @@ the patient's age, latest eGFR, current medicines, the other draft orders and di
 from __future__ import annotations
 
 from cds_service.errors import InvalidRequest, Issue
-from cds_service.fhir.data import Resource, iter_bundle
+from cds_service.fhir.data import Resource, items, iter_bundle, status, valid_id
 from cds_service.rules import medication_safety
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
@@ -47,8 +47,8 @@ def orders_under_decision(hook: HookInput) -> tuple[list[Resource], list[Resourc
             )
         targets = [r for r in drafts if reference(r) in selected]
     else:
-        targets = [r for r in drafts if r.get("status") not in NOT_BEING_SIGNED]
-    pending = [r for r in drafts if r.get("status") not in NOT_BEING_SIGNED]
+        targets = [r for r in drafts if status(r) not in NOT_BEING_SIGNED]
+    pending = [r for r in drafts if status(r) not in NOT_BEING_SIGNED]
     return targets, pending
 
 
@@ -90,11 +90,15 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
     def is_(vs_id: str, requests: list[Resource]) -> list[Resource]:
         return medications_in(record, kb.valueset(vs_id), requests)
 
+    # A re-signed order may already be active: it is "not renewed" rather than "removed".
+    stop = (
+        f"Remove the draft order for {name}" if status(order) == "draft" else f"Do not renew {name}"
+    )
     base = {
         "medicine": name,
         "order": target,
-        "deletable": True,
-        "stop_label": f"Remove the draft order for {name}",
+        "deletable": valid_id(order.get("id")),
+        "stop_label": stop,
     }
     evidence = (f"- ordered: {name} ({order.get('status')}; {target})",)
     found: list[Finding] = []
@@ -104,7 +108,9 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
     if older and is_("muscle-relaxants-beers", [order]):
         found.append(
             Finding(
-                "beers-muscle-relaxant", {**base, "age": str(age), "replaceable": True}, evidence
+                "beers-muscle-relaxant",
+                {**base, "age": str(age), "replaceable": valid_id(order.get("id"))},
+                evidence,
             )
         )
     if is_("baclofen", [order]):
@@ -208,7 +214,7 @@ def _tizanidine_partner(
 def _for_cramps(hook: HookInput, order: Resource) -> bool:
     """Quinine is flagged when ordered for cramps: the order's reason, or documented leg cramps."""
     cramps = hook.knowledge.valueset("leg-cramps")
-    if any(cramps.matches(reason) for reason in order.get("reasonCode") or []):
+    if any(cramps.matches(reason) for reason in items(order.get("reasonCode"))):
         return True
     return bool(conditions_in(hook.record, cramps, active_only=True))
 

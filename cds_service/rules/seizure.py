@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from cds_service.fhir.data import Resource, clinical_time, codings, texts
+from cds_service.fhir.data import Resource, clinical_time, codings, items, status, texts
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
     condition_line,
@@ -39,11 +39,9 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
         record.observations, eeg_vs, EEG_ON_FILE
     )
     eeg_procedures = [
-        p
-        for p in record.procedures
-        if p.get("status") == "completed" and eeg_vs.matches(p.get("code"))
+        p for p in record.procedures if status(p) == "completed" and eeg_vs.matches(p.get("code"))
     ]
-    read = [e for e in eegs if e.get("status") in {"final", "amended", "corrected"}]
+    read = [e for e in eegs if status(e) in {"final", "amended", "corrected"}]
     abnormal = [e for e in read if eeg_abnormal(e)]
     epileptiform = [e for e in read if eeg_epileptiform(e)]
     aeds = medications_in(record, kb.valueset("antiepileptics"))
@@ -91,7 +89,7 @@ def eeg_abnormal(result: Resource) -> bool:
     The word "abnormal" alone in a conclusion does not count: focal slowing over an infarct is common
     and abnormal, but it is not a sign of seizures.
     """
-    for concept in result.get("interpretation") or []:
+    for concept in items(result.get("interpretation")):
         if any(c.code.upper() in ABNORMAL_INTERPRETATION for c in codings(concept)):
             return True
     return eeg_epileptiform(result)
@@ -103,7 +101,7 @@ def eeg_epileptiform(result: Resource) -> bool:
 
 
 def _statements(result: Resource) -> list[str]:
-    statements = texts(result.get("conclusionCode") or [])
+    statements = texts(items(result.get("conclusionCode")))
     for key in ("conclusion", "valueString"):
         if isinstance(result.get(key), str):
             statements.append(result[key])
@@ -126,7 +124,7 @@ def _affirmed(text: str, finding: re.Pattern[str]) -> bool:
 def _summary_of(result: Resource) -> str:
     if isinstance(result.get("conclusion"), str):
         return str(result["conclusion"])[:120]
-    shown = texts(result.get("conclusionCode") or []) + texts(result.get("interpretation") or [])
+    shown = texts(items(result.get("conclusionCode"))) + texts(items(result.get("interpretation")))
     return "; ".join(shown)[:120] or "abnormal"
 
 

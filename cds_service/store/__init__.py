@@ -34,7 +34,18 @@ def engine_for(url: str) -> Engine:
     connect_args: dict[str, object] = (
         {"connect_timeout": 2} if backend == "postgresql" else {"timeout": 5}
     )
-    return create_engine(url, pool_pre_ping=True, pool_recycle=300, connect_args=connect_args)
+    engine = create_engine(url, pool_pre_ping=True, pool_recycle=300, connect_args=connect_args)
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(connection: Any, _record: Any) -> None:
+    # WAL lets gunicorn's workers and threads read while one writes (synchronous stays FULL: a
+    # feedback item acknowledged with 200 survives a power loss).
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
 
 
 def ping(url: str) -> tuple[bool, str]:
