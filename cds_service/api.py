@@ -33,7 +33,7 @@ def read_json() -> Any:
         raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
         document = None  # nested beyond the parser's limit: reported below as too deep
         too_deep = True
@@ -61,6 +61,11 @@ def read_json() -> Any:
             ],
         )
     return document
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them by default.
+    raise ValueError(f"{name} is not valid JSON")
 
 
 # FHIR resources in real requests nest about 10-15 levels; anything far deeper is junk or an attack

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from cds_service.fhir.data import Quantity
@@ -41,8 +41,15 @@ def _registry() -> Any:
     return PintUcumRegistry()
 
 
-@cache
+# Real UCUM codes are short ("mg/dL", "mL/min/{1.73_m2}"); parsing cost grows with length, so
+# longer strings from bad or hostile data are not parsed at all.
+MAX_UNIT_LENGTH = 40
+
+
+@lru_cache(maxsize=512)
 def _parse(ucum: str) -> Any:
+    if len(ucum) > MAX_UNIT_LENGTH:
+        raise ValueError("unit string too long")
     return _registry().from_ucum(ucum)
 
 

@@ -26,7 +26,9 @@ _EPILEPTIFORM = re.compile(
 _NEGATION = re.compile(r"\b(no|not|without|absence of|negative for|free of|nor)\b")
 # A negation reaches only to the end of its clause: "no seizures captured, but frequent epileptiform
 # discharges" affirms the discharges.
-_CLAUSE_BREAK = re.compile(r"[.;:,]|\b(but|however|although|though|yet|whereas)\b")
+_CLAUSE_BREAK = re.compile(r"[.;:,]|\b(?:but|however|although|though|yet|whereas)\b")
+# EEG conclusions are a few sentences; only the start of an unusually long text is read.
+MAX_CONCLUSION = 4000
 
 
 def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
@@ -110,13 +112,18 @@ def _statements(result: Resource) -> list[str]:
 
 
 def _affirmed(text: str, finding: re.Pattern[str]) -> bool:
-    """Whether `finding` occurs in `text` at least once outside the scope of a negation."""
-    lowered = text.lower()
-    for match in finding.finditer(lowered):
-        before = lowered[: match.start()]
-        breaks = list(_CLAUSE_BREAK.finditer(before))
-        clause = before[breaks[-1].end() :] if breaks else before
-        if not _NEGATION.search(clause):
+    """Whether `finding` occurs in `text` at least once outside the scope of a negation.
+
+    A negation covers what follows it up to the end of its clause; each clause is scanned once.
+    """
+    for clause in _CLAUSE_BREAK.split(text[:MAX_CONCLUSION].lower()):
+        if not clause:
+            continue
+        hit = finding.search(clause)
+        if hit is None:
+            continue
+        negation = _NEGATION.search(clause)
+        if negation is None or hit.start() < negation.start():
             return True
     return False
 
