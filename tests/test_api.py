@@ -229,7 +229,11 @@ def order_body(hook: str) -> dict[str, Any]:
         "medicationCodeableConcept": {"text": "carisoprodol 350 MG Oral Tablet"},
         "subject": {"reference": "Patient/pt-1"},
     }
-    body["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
+    body["context"]["draftOrders"] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": draft}],
+    }
     if hook == "order-select":
         body["context"]["selections"] = ["MedicationRequest/draft-1"]
     return body
