@@ -294,9 +294,8 @@ def test_cards_array_and_core_card_attributes(cards: list[dict[str, Any]]) -> No
         assert isinstance(topic["system"], str) and topic["system"]
         assert isinstance(topic["code"], str) and topic["code"]
         assert isinstance(topic["display"], str) and topic["display"]
-        if "url" in source:
-            assert is_absolute_url(source["url"]), source["url"]
-    assert any("url" in c["source"] for c in cards) and any("url" not in c["source"] for c in cards)
+        # Every card names where its evidence can be read (cards/cards.yaml requires source.url).
+        assert is_absolute_url(source["url"]), source["url"]
 
 
 def test_every_card_and_suggestion_has_a_unique_uuid(cards: list[dict[str, Any]]) -> None:
