@@ -61,8 +61,29 @@ class ValueSet:
         return None
 
     def matches(self, concept: Any) -> bool:
-        """Whether any coding of `concept` is in this value set."""
-        return self.matching_code(concept) is not None
+        """Whether any coding of `concept` is in this value set (a CodeableConcept or a list of them)."""
+        # Written for speed: the rules call it hundreds of times per request, and most codings
+        # already arrive with the canonical system URI and the code as the value set writes it.
+        for item in concept if isinstance(concept, list) else [concept]:
+            raw = item.get("coding") if isinstance(item, dict) else None
+            if not isinstance(raw, list):
+                continue
+            for coding in raw:
+                if not isinstance(coding, dict):
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if not isinstance(system, str) or not isinstance(code, str):
+                    continue
+                if (system, code) in self.codes:
+                    return True
+                canonical = self.systems.resolve(system)
+                normalized = normalize_code(canonical, code)
+                if (canonical != system or normalized != code) and (
+                    canonical,
+                    normalized,
+                ) in self.codes:
+                    return True
+        return False
 
     def matches_text(self, strings: Iterable[str]) -> bool:
         """Whether a medicine name of this set appears as a whole word in any of `strings`."""

@@ -7,10 +7,11 @@ import json
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
-from cds_service.store.schema import feedback
+from cds_service.store.schema import feedback, issued_cards
 
 
 def item_hash(service_id: str, item: dict[str, Any]) -> str:
@@ -36,6 +37,24 @@ def _row(service_id: str, item: dict[str, Any], received_at: datetime) -> dict[s
     }
 
 
+def _attribute(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Copy each card's kind, patient hash and evidence hash from its issued-card record."""
+    uuids = sorted({row["card_uuid"] for row in rows})
+    found = connection.execute(
+        select(
+            issued_cards.c.card_uuid,
+            issued_cards.c.card_kind,
+            issued_cards.c.patient_hash,
+            issued_cards.c.evidence_hash,
+        ).where(issued_cards.c.card_uuid.in_(uuids))
+    ).all()
+    cards = {uuid: (kind, patient, evidence) for uuid, kind, patient, evidence in found}
+    for row in rows:
+        row["card_kind"], row["patient_hash"], row["evidence_hash"] = cards.get(
+            row["card_uuid"], (None, None, None)
+        )
+
+
 def save_feedback(
     url: str, service_id: str, items: list[dict[str, Any]], received_at: datetime
 ) -> int:
@@ -52,6 +71,11 @@ def save_feedback(
         )
         new = 0
         with engine.begin() as connection:
+            _attribute(connection, rows)
+            if engine.dialect.name == "sqlite":
+                # Pooled connections may have relaxed durability for issued-card records: a
+                # feedback item answered with 200 must be on disk.
+                connection.execute(text("PRAGMA synchronous = FULL"))
             for row in rows:
                 new += len(connection.execute(statement, row).all())
     except STORE_ERRORS as exc:

@@ -45,4 +45,10 @@ feedback = Table(
     Column("user_comment", Text, nullable=True),
     Column("outcome_at", DateTime(timezone=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),
+    # Copied from the issued card when the feedback arrives (null if the card is unknown), so
+    # snoozing reads feedback alone.
+    Column("card_kind", String(100), nullable=True),
+    Column("patient_hash", String(64), nullable=True),
+    Column("evidence_hash", String(64), nullable=True),
+    Index("ix_feedback_patient_outcome", "patient_hash", "outcome"),
 )
