@@ -34,6 +34,7 @@ def create_app(
     from cds_service.logs import configure_logging
     from cds_service.runtime import Runtime
     from cds_service.store import StoreUnavailable, migrate
+    from cds_service.warmup import warm_up
 
     settings = settings or load_settings()
     configure_logging(settings.log_level)
@@ -49,7 +50,9 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["cds_runtime"] = Runtime(settings, knowledge, clock or Clock())
+    runtime = Runtime(settings, knowledge, clock or Clock())
+    warm_up(runtime)
+    app.extensions["cds_runtime"] = runtime
 
     CORS(
         app,

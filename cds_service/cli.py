@@ -82,8 +82,15 @@ def serve(
     from gunicorn.app.base import BaseApplication
 
     from cds_service import create_app
+    from cds_service.store import dispose_engines
 
-    _app_or_exit(create_app)  # fail fast, in the parent, on bad settings or knowledge
+    # The app is built once, in the master (failing fast on bad settings or knowledge), and the
+    # workers are forked from it: they start warm and share its memory copy-on-write.
+    app = _app_or_exit(create_app)
+
+    def post_fork(server: Any, worker: Any) -> None:
+        # Database connections must not be shared across processes: each worker opens its own.
+        dispose_engines()
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -93,12 +100,14 @@ def serve(
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", None)  # the app writes its own structured request log
+            self.cfg.set("preload_app", True)
+            self.cfg.set("post_fork", post_fork)
             if certfile and keyfile:
                 self.cfg.set("certfile", certfile)
                 self.cfg.set("keyfile", keyfile)
 
         def load(self) -> Any:
-            return create_app()
+            return app
 
     scheme = "https" if certfile else "http"
     click.echo(f"CDS Hooks discovery: {scheme}://{host}:{port}/cds-services", err=True)

@@ -28,6 +28,7 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
             [Issue("invalid", p.message, p.path) for p in problems],
         )
     items: list[dict[str, Any]] = body["feedback"]
+    runtime.recorder.flush()  # so feedback on a card this worker just issued finds its record
     try:
         new = save_feedback(runtime.settings.database_url, service_id, items, runtime.clock.now())
     except StoreUnavailable:

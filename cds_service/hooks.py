@@ -19,7 +19,7 @@ from cds_service.render import render_cards
 from cds_service.rules import EVALUATORS, Finding, HookInput
 from cds_service.runtime import Runtime
 from cds_service.store import StoreUnavailable
-from cds_service.store.cards import IssuedCard, overrides_for, patient_hash, record_issued
+from cds_service.store.cards import IssuedCard, overrides_for, patient_hash
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _record(
     cards: list[tuple[dict[str, Any], Finding]],
     now: datetime,
 ) -> None:
-    """Record the issued cards (for feedback attribution and snoozing); fail-open like snoozing."""
+    """Queue the issued cards for recording (feedback attribution, snoozing); fail-open like snoozing."""
     for card, _ in cards:
         CARDS.labels(service_id, card["source"]["topic"]["code"], card["indicator"]).inc()
     if not cards or not runtime.store_available():
@@ -142,10 +142,7 @@ def _record(
         )
         for card, finding in cards
     ]
-    try:
-        record_issued(runtime.settings.database_url, issued)
-    except StoreUnavailable:
-        runtime.store_failed("record issued cards")
+    runtime.recorder.submit(issued)
 
 
 def request_from_bundle(

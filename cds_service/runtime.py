@@ -15,6 +15,7 @@ from cds_service.config import Settings
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.loader import ServiceSpec
 from cds_service.metrics import STORE_FAILURES
+from cds_service.store.recorder import CardRecorder
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Runtime:
     http: httpx.Client = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     verifier: Verifier | None = field(init=False, default=None)
+    recorder: CardRecorder = field(init=False)
     _store_retry_at: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
@@ -39,6 +41,7 @@ class Runtime:
             max_workers=self.settings.fhir_max_concurrency, thread_name_prefix="fhir-fetch"
         )
         settings = self.settings
+        self.recorder = CardRecorder(settings.database_url, self.store_failed)
         if settings.auth == "jwt":
             assert settings.trusted_issuers and settings.public_base_url  # checked by load_settings
             self.verifier = Verifier(
@@ -64,6 +67,7 @@ class Runtime:
         return [s for s in self.knowledge.services if s.id == service_id]
 
     def close(self) -> None:
-        """Release the HTTP pool and threads."""
+        """Store queued records, release the HTTP pool and threads."""
+        self.recorder.close()
         self.http.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

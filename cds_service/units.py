@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 
 from cds_service.fhir.data import Quantity
@@ -36,9 +38,11 @@ class Analyte:
 
 @cache
 def _registry() -> Any:
-    from ucumvert import PintUcumRegistry  # imported lazily: building the registry takes ~0.3 s
+    from ucumvert import PintUcumRegistry  # imported lazily: building the registry takes ~0.5 s
 
-    return PintUcumRegistry()
+    # pint caches its parsed unit definitions on disk, which halves the build on later starts.
+    cache_dir = Path(tempfile.gettempdir()) / "cds-service-pint-cache"
+    return PintUcumRegistry(cache_folder=str(cache_dir))
 
 
 # Real UCUM codes are short ("mg/dL", "mL/min/{1.73_m2}"); parsing cost grows with length, so

@@ -170,9 +170,10 @@ def test_non_json_feedback_is_415(client: FlaskClient) -> None:
 
 
 def test_issued_cards_are_recorded_without_patient_ids(
-    client: FlaskClient, database_url: str
+    client: FlaskClient, store_app: Flask, database_url: str
 ) -> None:
     cards = call(client)
+    store_app.extensions["cds_runtime"].recorder.flush()  # records are written off the request path
     with engine_for(database_url).connect() as connection:
         rows = connection.execute(select(issued_cards)).mappings().all()
     assert {r["card_uuid"] for r in rows} == {c["uuid"] for c in cards.values()}

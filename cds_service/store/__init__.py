@@ -14,6 +14,9 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+# Every engine engine_for() made in this process (functools.cache offers no way to list them).
+_CREATED: list[Engine] = []
+
 
 class StoreUnavailable(Exception):
     """The database could not be reached or did not answer."""
@@ -35,6 +38,7 @@ def engine_for(url: str) -> Engine:
         {"connect_timeout": 2} if backend == "postgresql" else {"timeout": 5}
     )
     engine = create_engine(url, pool_pre_ping=True, pool_recycle=300, connect_args=connect_args)
+    _CREATED.append(engine)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_wal)
     return engine
@@ -46,6 +50,14 @@ def _sqlite_wal(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def dispose_engines() -> None:
+    """Forget every engine and its pooled connections (after fork, or when a test is done with them)."""
+    for engine in _CREATED:
+        engine.dispose(close=False)
+    _CREATED.clear()
+    engine_for.cache_clear()
 
 
 def ping(url: str) -> tuple[bool, str]:

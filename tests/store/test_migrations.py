@@ -19,3 +19,60 @@ def test_migrations_create_every_table_and_match_the_models(database_url: str) -
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
     assert differences == []
+
+
+def test_recorder_stores_cards_in_the_background_and_flushes_on_close(database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from cds_service.store.cards import IssuedCard
+    from cds_service.store.recorder import CardRecorder
+    from cds_service.store.schema import issued_cards
+
+    migrate(database_url)
+    failures: list[str] = []
+    recorder = CardRecorder(database_url, failures.append)
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    for n in range(250):
+        recorder.submit(
+            [
+                IssuedCard(
+                    f"00000000-0000-4000-8000-{n:012d}",
+                    "svc",
+                    "kind",
+                    "info",
+                    "p" * 64,
+                    "e" * 64,
+                    now,
+                )
+            ]
+        )
+    recorder.close()
+    with engine_for(database_url).connect() as connection:
+        stored = connection.execute(select(func.count()).select_from(issued_cards)).scalar_one()
+    assert stored == 250 and failures == []
+
+
+def test_recorder_reports_a_down_database_and_keeps_going(tmp_path: object) -> None:
+    from datetime import UTC, datetime
+
+    from cds_service.store.cards import IssuedCard
+    from cds_service.store.recorder import CardRecorder
+
+    failures: list[str] = []
+    recorder = CardRecorder("postgresql+psycopg://nobody@127.0.0.1:1/none", failures.append)
+    card = IssuedCard(
+        "00000000-0000-4000-8000-000000000001",
+        "svc",
+        "kind",
+        "info",
+        "p" * 64,
+        "e" * 64,
+        datetime.now(UTC),
+    )
+    recorder.submit([card])
+    recorder.flush(timeout=10)
+    recorder.submit([card])
+    recorder.close(timeout=10)
+    assert failures == ["record issued cards", "record issued cards"]
