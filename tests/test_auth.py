@@ -123,10 +123,21 @@ def call(app: Flask, path: str, bearer: str | None, raw_header: str | None = Non
     client = app.test_client()
     if path == "/cds-services":
         return client.get(path, headers=headers)
+    if path.endswith("/feedback"):
+        item = {
+            "card": str(uuid.UUID(int=99)),
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-11-24T12:00:00Z",
+        }
+        return client.post(
+            path,
+            json={"feedback": [{**item, "overrideReason": {"userComment": "n/a"}}]},
+            headers=headers,
+        )
     return client.post(path, json=request_body(), headers=headers)
 
 
-PATHS = ["/cds-services", f"/cds-services/{SERVICE_ID}"]
+PATHS = ["/cds-services", f"/cds-services/{SERVICE_ID}", f"/cds-services/{SERVICE_ID}/feedback"]
 
 
 def public_pem() -> bytes:
