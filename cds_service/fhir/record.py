@@ -38,6 +38,9 @@ class PatientRecord:
     procedures: list[Resource] = field(default_factory=list)
     medications: dict[str, Resource] = field(default_factory=dict)
     draft_orders: list[Resource] = field(default_factory=list)
+    # Per-call memo of (value set id, id(resource)) -> membership: the same medicine is tested
+    # against the same value set by several rules. Resources live as long as the record.
+    memberships: dict[tuple[str, int], bool] = field(default_factory=dict, repr=False)
 
     @property
     def birth_date(self) -> date | None:

@@ -81,7 +81,15 @@ def medications_in(
 ) -> list[Resource]:
     """Medicines (current ones unless `requests` is given) in `vs` by product or ingredient code or name."""
     pool = current_medications(record) if requests is None else requests
-    return [m for m in pool if vs.matches_medication(medication_concepts(record, m))]
+    memo = record.memberships
+    found = []
+    for request in pool:
+        key = (vs.id, id(request))
+        if key not in memo:
+            memo[key] = vs.matches_medication(medication_concepts(record, request))
+        if memo[key]:
+            found.append(request)
+    return found
 
 
 def medication_name(record: PatientRecord, request: Resource) -> str:
