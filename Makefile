@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 FHIR_PORT ?= 8090
 
-.PHONY: run test lint typecheck fhir-server check-knowledge clean
+.PHONY: run test lint typecheck fhir-server check-knowledge clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ typecheck: $(VENV)/.installed-test
 ## make fhir-server: a local FHIR R4 server (Medplum in-memory) on $(FHIR_PORT), seeded from fixtures/fhir
 fhir-server: fhir_server/node_modules/.package-lock.json
 	node --experimental-websocket fhir_server/server.mjs --port $(FHIR_PORT) --seed fixtures/fhir
+
+## make bench: service vs a framework floor under gunicorn, wrk load (needs wrk); see bench/README.md
+bench: $(VENV)/.installed fhir_server/node_modules/.package-lock.json
+	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 check-knowledge: $(VENV)/.installed
 	$(BIN)/cds-service check-knowledge
