@@ -21,6 +21,7 @@ from cds_service.knowledge import Knowledge
 from cds_service.rules import EVALUATORS
 from cds_service.urls import AllowedUrl
 from tests.conftest import NOW, SERVICE_ID, make_settings, release
+from tests.support.builders import searchset
 
 URL = f"/cds-services/{SERVICE_ID}"
 NAME = "Zebulon Quixote-Marchetti"
@@ -53,14 +54,6 @@ def patient() -> dict[str, Any]:
         "identifier": [{"type": {"text": "MRN"}, "system": "urn:oid:1.2.3.4", "value": MRN}],
         "name": [{"text": NAME, "family": FAMILY, "given": ["Zebulon"]}],
         "birthDate": "1950-01-01",
-    }
-
-
-def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r} for r in resources],
     }
 
 

@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator
 from cds_service.protocol.openapi import OPERATION_OUTCOME
 from cds_service.protocol.schemas import validate
 from tests.conftest import SERVICE_ID
+from tests.support.builders import searchset
 
 URL = f"/cds-services/{SERVICE_ID}"
 ORDER_URL = "/cds-services/leg-cramps-order-review"  # answers order-select and order-sign
@@ -52,14 +53,6 @@ def coded(system: str, code: str, text: str | None = None) -> dict[str, Any]:
     if text:
         concept["text"] = text
     return concept
-
-
-def bundle(*resources: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r} for r in resources],
-    }
 
 
 def condition(cid: str, code: str) -> dict[str, Any]:
@@ -109,18 +102,18 @@ def baseline() -> dict[str, Any]:
         "context": {"userId": "Practitioner/dr-1", "patientId": PATIENT},
         "prefetch": {
             "patient": {"resourceType": "Patient", "id": PATIENT, "birthDate": "1950-01-01"},
-            "conditions": bundle(
+            "conditions": searchset(
                 condition("c-infarct", "I63.9"),
                 condition("c-cramps", "R25.2"),
                 {**condition("c-seizure", "R56.9"), "code": coded(SCT, "91175000")},
             ),
-            "observations": bundle(
+            "observations": searchset(
                 observation("o-ca", "17861-6", 7.9, "mg/dL", 8.6, "2026-11-01"),
                 observation("o-alb", "1751-7", 3.9, "g/dL", 3.5, "2026-11-01"),
                 observation("o-mg", "19123-9", 1.5, "mg/dL", 1.7, "2026-10-30"),
                 observation("o-egfr", "48642-3", 25, "mL/min/{1.73_m2}", 60, "2026-10-30"),
             ),
-            "medications": bundle(
+            "medications": searchset(
                 medication_request("m-relaxant", "21949", "cyclobenzaprine 10 MG Oral Tablet"),
                 medication_request("m-baclofen", "1292", "baclofen 10 MG Oral Tablet"),
                 medication_request("m-quinine", "9071", "quinine sulfate 324 MG Oral Capsule"),
@@ -135,7 +128,7 @@ def baseline() -> dict[str, Any]:
                     "code": coded(RXNORM, "7804", "oxycodone"),
                 },
             ),
-            "reports": bundle(
+            "reports": searchset(
                 {
                     "resourceType": "DiagnosticReport",
                     "id": "r-eeg",
@@ -545,7 +538,7 @@ def order_request(hook: str, drafts: list[Any], selections: list[str]) -> dict[s
     """An order-select / order-sign call about `drafts` for the baseline's 76-year-old patient."""
     body = in_scope()
     body["hook"] = hook
-    body["context"]["draftOrders"] = bundle(*drafts)
+    body["context"]["draftOrders"] = searchset(*drafts)
     if hook == "order-select":
         body["context"]["selections"] = selections
     del body["prefetch"]["reports"], body["prefetch"]["procedures"]
@@ -604,7 +597,7 @@ def _set(path: str, value: Any) -> dict[str, Any]:
 
 def _with_medication(**fields: Any) -> dict[str, Any]:
     quinine = {**medication_request("m-q", "9071", "quinine sulfate"), **fields}
-    return _set("prefetch.medications", bundle(quinine))
+    return _set("prefetch.medications", searchset(quinine))
 
 
 OBS = "prefetch.observations.entry.0.resource"
