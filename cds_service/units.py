@@ -57,14 +57,15 @@ def _parse(ucum: str) -> Any:
     return _registry().from_ucum(ucum)
 
 
-def _unit_of(q: Quantity) -> tuple[Any, bool] | None:
-    """The pint unit of `q` and whether it is an equivalent (eq) unit; None if not understood."""
+def _unit_of(code: str | None, text: str | None) -> tuple[Any, bool] | None:
+    """The pint unit of a quantity's code or unit text, and whether it is an equivalent (eq) unit;
+    None if not understood."""
     candidates = []
-    if q.code:
-        candidates.append(q.code)
-    if q.unit:
-        candidates.append(q.unit.strip())
-        fixed = _TEXT_FIXES.get(q.unit.strip().lower())
+    if code:
+        candidates.append(code)
+    if text:
+        candidates.append(text.strip())
+        fixed = _TEXT_FIXES.get(text.strip().lower())
         if fixed:
             candidates.append(fixed)
     for candidate in candidates:
@@ -77,34 +78,78 @@ def _unit_of(q: Quantity) -> tuple[Any, bool] | None:
 
 
 def concentration(q: Quantity, target: str, analyte: Analyte) -> float | None:
-    """`q` in `target` units, or None when it cannot be converted (see _concentration)."""
+    """`q` in `target` units, or None when it cannot be converted (see _conversion)."""
     try:
-        return _concentration(q, target, analyte)
-    except (ArithmeticError, ValueError, TypeError):  # absurd magnitudes or units from bad data
+        conversion = _conversion(q.code, q.unit, target, analyte)
+    except (ArithmeticError, ValueError, TypeError):  # absurd units from bad data
         return None
+    return None if conversion is None else conversion.apply(q.value)
 
 
-def _concentration(q: Quantity, target: str, analyte: Analyte) -> float | None:
-    """`q` expressed in `target` (a UCUM mass or molar concentration such as mg/dL or mmol/L).
+@dataclass(frozen=True)
+class _Conversion:
+    """How values in one unit become `target` units: the arithmetic pint does on the magnitude.
+
+    Concentration units are linear, so the steps depend only on the units and are worked out
+    once per unit; applying them repeats pint's float operations in pint's order, so the result is
+    the same float pint would give.
+    """
+
+    scale: float  # the magnitude of the parsed unit itself (1 for plain units)
+    divisor: int  # the valence for equivalent units, else 1
+    molar_mass: float | None  # multiplied by (mass from molar) or divided by (molar from mass)
+    multiply_by_molar_mass: bool
+    factor: float | None  # pint's conversion factor to the target; None when already in it
+
+    def apply(self, value: float) -> float:
+        """`value` (in the source unit) in the target unit."""
+        result = value * self.scale
+        if self.divisor != 1:
+            result = result / self.divisor
+        if self.molar_mass is not None and self.multiply_by_molar_mass:
+            result = result * self.molar_mass
+        elif self.molar_mass is not None:
+            result = result / self.molar_mass
+        if self.factor is not None:
+            result = result * self.factor
+        return float(result)
+
+
+# Bounded: unit strings come from outside (each is at most MAX_UNIT_LENGTH characters to parse).
+@lru_cache(maxsize=1024)
+def _conversion(
+    code: str | None, text: str | None, target: str, analyte: Analyte
+) -> _Conversion | None:
+    """How to express a value with unit `code`/`text` in `target` (a UCUM mass or molar
+    concentration such as mg/dL or mmol/L); None when the unit is missing or not a concentration.
 
     Mass <-> molar conversion uses the analyte's molar mass; equivalents are divided by its valence
-    (1 mmol of Ca2+ is 2 mEq). None when the unit is missing or not a concentration.
+    (1 mmol of Ca2+ is 2 mEq).
     """
-    found = _unit_of(q)
+    found = _unit_of(code, text)
     if found is None:
         return None
     unit, is_equivalent = found
-    value = q.value * unit
-    if is_equivalent:
-        value = value / analyte.valence
+    divisor = analyte.valence if is_equivalent else 1
+    value = unit / divisor if is_equivalent else unit
     target_unit = _parse(target)
     try:
         if value.dimensionality == target_unit.dimensionality:
-            return float(value.to(target_unit).magnitude)
+            return _Conversion(unit.magnitude, divisor, None, False, _factor(value, target_unit))
         molar_mass = analyte.molar_mass_g_per_mol * _parse("g/mol")
-        for converted in (value * molar_mass, value / molar_mass):
+        for multiply, converted in ((True, value * molar_mass), (False, value / molar_mass)):
             if converted.dimensionality == target_unit.dimensionality:
-                return float(converted.to(target_unit).magnitude)
+                factor = _factor(converted, target_unit)
+                return _Conversion(unit.magnitude, divisor, molar_mass.magnitude, multiply, factor)
     except Exception:  # pint DimensionalityError and friends: a unit we cannot convert
         return None
     return None
+
+
+def _factor(value: Any, target_unit: Any) -> float | None:
+    """pint's factor from `value`'s units to `target_unit`'s (None when the units are the same:
+    pint then returns the magnitude untouched)."""
+    one = value.__class__(1.0, value.units)
+    if one.units == target_unit.units:
+        return None
+    return float(one.to(target_unit).magnitude)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 Resource = dict[str, Any]
@@ -80,7 +81,16 @@ def texts(concept: Any) -> list[str]:
             continue
         if isinstance(item.get("text"), str):
             found.append(item["text"])
-        found.extend(c.display for c in codings(item) if c.display)
+        # The displays of the codings `codings` accepts, read in place (this runs on hot paths).
+        for coding in items(item.get("coding")):
+            if (
+                isinstance(coding, dict)
+                and isinstance(coding.get("system"), str)
+                and isinstance(coding.get("code"), str)
+            ):
+                display = coding.get("display")
+                if isinstance(display, str) and display:
+                    found.append(display)
     return found
 
 
@@ -95,10 +105,25 @@ def label(concept: Any) -> str | None:
     return f"{first[0].code}" if first else None
 
 
+# Longer strings are not FHIR dates (an instant with microseconds and offset is 32 characters) and
+# are parsed without being kept in the cache.
+_MAX_CACHED_DATE = 40
+
+
 def parse_datetime(value: Any) -> datetime | None:
     """A FHIR date, dateTime or instant as an aware datetime (partial dates start at their first day)."""
     if not isinstance(value, str) or not value:
         return None
+    # The same dates are read by several rules in a call, and again in later calls.
+    return _parse_cached(value) if len(value) <= _MAX_CACHED_DATE else _parse(value)
+
+
+@lru_cache(maxsize=8192)
+def _parse_cached(value: str) -> datetime | None:
+    return _parse(value)
+
+
+def _parse(value: str) -> datetime | None:
     partial = _PARTIAL_DATE.match(value)
     try:
         if partial:

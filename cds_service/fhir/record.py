@@ -6,9 +6,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds_service.fhir.data import Resource, items, iter_bundle, parse_date, reference_id
+
+if TYPE_CHECKING:
+    from cds_service.knowledge.valuesets import CodeIndex, Medicine
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,16 @@ READ_TYPES = {
     "Medication",
     "DiagnosticReport",
     "Procedure",
+}
+
+# The record's list each of the other read types goes to.
+_LIST_OF = {
+    "Condition": "conditions",
+    "Observation": "observations",
+    "MedicationRequest": "medication_requests",
+    "MedicationStatement": "medication_requests",
+    "DiagnosticReport": "diagnostic_reports",
+    "Procedure": "procedures",
 }
 
 
@@ -38,9 +51,15 @@ class PatientRecord:
     procedures: list[Resource] = field(default_factory=list)
     medications: dict[str, Resource] = field(default_factory=dict)
     draft_orders: list[Resource] = field(default_factory=list)
-    # Per-call memo of (value set id, id(resource)) -> membership: the same medicine is tested
-    # against the same value set by several rules. Resources live as long as the record.
-    memberships: dict[tuple[str, int], bool] = field(default_factory=dict, repr=False)
+    # Per-call memos of rules/common.py, filed under id() of a resource or list: the rules ask the
+    # same questions of the same resources many times per call. Each entry of `medicines`,
+    # `indexes` and `names` holds its object, so an id cannot be reused while the record lives;
+    # `memberships` (value set id -> id(medicine) -> in it) is filled only for medicines held
+    # in `medicines`.
+    memberships: dict[str, dict[int, bool]] = field(default_factory=dict, repr=False, compare=False)
+    medicines: dict[int, Medicine] = field(default_factory=dict, repr=False, compare=False)
+    indexes: dict[int, CodeIndex] = field(default_factory=dict, repr=False, compare=False)
+    names: dict[int, tuple[Resource, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def birth_date(self) -> date | None:
@@ -101,20 +120,20 @@ class PatientRecord:
         if not self._belongs_to_patient(resource):
             log.warning("dropped a resource about another patient", extra={"resource_type": kind})
             return
-        target = {
-            "Condition": self.conditions,
-            "Observation": self.observations,
-            "MedicationRequest": self.medication_requests,
-            "MedicationStatement": self.medication_requests,
-            "DiagnosticReport": self.diagnostic_reports,
-            "Procedure": self.procedures,
-        }[kind]
-        target.append(resource)
+        getattr(self, _LIST_OF[kind]).append(resource)
 
     def _belongs_to_patient(self, resource: Resource) -> bool:
         # Only a literal Patient/<id> reference can name another patient; urn:uuid references inside a
         # patient Bundle and conditional references are kept.
         subject = resource.get("subject") or resource.get("patient")
+        # The usual case, a plain reference to this patient, without parsing it (a patient id
+        # with a "/" in it is left to reference_id, which splits on it).
+        if (
+            isinstance(subject, dict)
+            and subject.get("reference") == f"Patient/{self.patient_id}"
+            and "/" not in self.patient_id
+        ):
+            return True
         other = reference_id(subject, "Patient")
         return other is None or other == self.patient_id
 

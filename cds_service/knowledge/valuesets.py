@@ -7,9 +7,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.data import Code, codings, texts
+from cds_service.fhir.data import Code, Resource, codings, items, texts
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+_WORD = re.compile(r"\w+")
+
+# A (system URI, code) pair, the form value sets store their codes in.
+Key = tuple[str, str]
+
+# Canonical keys are cached per distinct (system, code) seen; codes come from outside, so the cache
+# stops growing here rather than holding whatever a hostile client sends.
+MAX_CACHED_KEYS = 20_000
 
 
 def normalize_code(system: str, code: str) -> str:
@@ -27,10 +36,42 @@ class SystemNames:
     """Maps every URI an EHR may use for a code system to its canonical URI."""
 
     canonical: Mapping[str, str]
+    # The same few codes arrive in every call: their keys are worked out once.
+    _keys: dict[Key, tuple[Key, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def resolve(self, system: str) -> str:
         """The canonical URI for `system` (unknown systems are returned unchanged)."""
         return self.canonical.get(system.strip().rstrip("/"), system)
+
+    def coding_keys(self, system: str, code: str) -> tuple[Key, ...]:
+        """The keys one coding may be listed under: as sent, and canonical (once if the same)."""
+        found = self._keys.get((system, code))
+        if found is None:
+            canonical = self.resolve(system)
+            key = (canonical, normalize_code(canonical, code))
+            found = ((system, code),) if key == (system, code) else ((system, code), key)
+            if len(self._keys) < MAX_CACHED_KEYS:
+                self._keys[(system, code)] = found
+        return found
+
+    def key_list(self, concept: Any) -> list[Key]:
+        """The keys of every coding of `concept` (a CodeableConcept or a list of them): each as sent
+        and canonical, the two `ValueSet.matches` looks up (a key may repeat)."""
+        found: list[Key] = []
+        cache = self._keys
+        for item in concept if isinstance(concept, list) else [concept]:
+            raw = item.get("coding") if isinstance(item, dict) else None
+            if not isinstance(raw, list):
+                continue
+            for coding in raw:
+                if not isinstance(coding, dict):
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(code, str):
+                    found.extend(cache.get((system, code)) or self.coding_keys(system, code))
+        return found
 
 
 @dataclass(frozen=True)
@@ -45,12 +86,19 @@ class ValueSet:
     systems: SystemNames
     members: tuple[str, ...] = ()
     text_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    # The first word of each name, when every name starts with a word character (else None).
+    first_words: frozenset[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # One compiled alternation per value set, longest names first, matched on whole words.
         pattern = "|".join(re.escape(n.lower()) for n in sorted(self.names, key=len, reverse=True))
         compiled = re.compile(rf"\b(?:{pattern})\b") if pattern else None
         object.__setattr__(self, "text_pattern", compiled)
+        # A name that starts with a word character can only be found as a whole word where its
+        # first word is one of the text's words: a cheap test that rules most texts out.
+        firsts = [_WORD.match(n.lower()) for n in self.names]
+        words = frozenset(m.group(0) for m in firsts if m) if all(firsts) else None
+        object.__setattr__(self, "first_words", words)
 
     def matching_code(self, concept: Any) -> Code | None:
         """The first coding of `concept` that is in this value set."""
@@ -107,3 +155,96 @@ class ValueSet:
         if any(self.matches(c) for c in concepts):
             return True
         return self.matches_text(s for c in concepts for s in texts(c))
+
+    def matches_medicine(self, medicine: Medicine) -> bool:
+        """`matches_medication` for a medicine already reduced to its keys and lower-cased texts."""
+        if not self.codes.isdisjoint(medicine.keys):
+            return True
+        regex = self.text_pattern
+        if regex is None:
+            return False
+        if self.first_words is not None and self.first_words.isdisjoint(medicine.words):
+            return False
+        return any(regex.search(s) for s in medicine.lowered)
+
+
+class Medicine:
+    """A medicine's concepts reduced once per call to what value-set tests read.
+
+    Rules ask whether the same few medicines are in a dozen value sets each; the keys and the
+    lower-cased texts and words are worked out once per call rather than once per question.
+    """
+
+    __slots__ = ("_names", "keys", "lowered", "request", "systems", "texts", "words")
+
+    def __init__(self, request: Resource, concepts: list[Any], systems: SystemNames) -> None:
+        self.request = request  # held so that the id() a memo files this under is not reused
+        self.systems = systems
+        keys: list[Key] = []
+        found: list[str] = []
+        for concept in concepts:
+            if isinstance(concept, dict):
+                _read_concept(concept, systems, keys, found)
+            else:
+                keys.extend(systems.key_list(concept))
+                found.extend(texts(concept))
+        self.keys = frozenset(keys)
+        self.texts = tuple(found)
+        self.lowered = tuple([s.lower() for s in found])
+        self.words = frozenset(_WORD.findall(" ".join(self.lowered)))
+        self._names: dict[str, str | None] = {}
+
+    def name_in(self, vs: ValueSet) -> str | None:
+        """`vs.name_in` of this medicine's texts (memoised per value set)."""
+        if vs.id not in self._names:
+            self._names[vs.id] = vs.name_in(self.texts)
+        return self._names[vs.id]
+
+
+def _read_concept(
+    concept: Resource, systems: SystemNames, keys: list[Key], found: list[str]
+) -> None:
+    """Add a CodeableConcept's keys (as `SystemNames.key_list`) and texts (as `texts`), in one pass."""
+    text = concept.get("text")
+    if isinstance(text, str):
+        found.append(text)
+    for coding in items(concept.get("coding")):
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str):
+                keys.extend(systems.coding_keys(system, code))
+                display = coding.get("display")
+                if isinstance(display, str) and display:
+                    found.append(display)
+
+
+class CodeIndex:
+    """The resources of one list filed under their code keys, so a value set finds its members
+    without testing every resource."""
+
+    __slots__ = ("_keys", "_positions", "resources", "systems")
+
+    def __init__(self, resources: list[Resource], systems: SystemNames) -> None:
+        self.resources = resources
+        self.systems = systems
+        self._positions: dict[Key, list[int]] = {}
+        where = self._positions
+        for position, resource in enumerate(resources):
+            for key in systems.key_list(resource.get("code")):
+                positions = where.get(key)
+                if positions is None:
+                    where[key] = [position]
+                elif positions[-1] != position:  # two codings of one resource, one key
+                    positions.append(position)
+        self._keys = frozenset(self._positions)
+
+    def coded_in(self, vs: ValueSet) -> list[Resource]:
+        """The resources whose `code` is in `vs`, in list order."""
+        hits = vs.codes & self._keys  # walks the smaller of the two sets
+        if not hits:
+            return []
+        if len(hits) == 1:
+            positions = self._positions[next(iter(hits))]
+        else:
+            positions = sorted({p for key in hits for p in self._positions[key]})
+        return [self.resources[p] for p in positions]

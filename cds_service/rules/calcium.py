@@ -13,6 +13,7 @@ from cds_service.rules.common import (
     day,
     medications_in,
     reference,
+    reports_in,
     results_in,
     within,
 )
@@ -79,11 +80,7 @@ def latest_calcium(hook: HookInput) -> CalciumReading | None:
     """The newest usable total, corrected or ionized calcium in the look-back window, converted."""
     kb = hook.knowledge
     window = kb.threshold("calcium-lookback-days")
-    candidates = results_in(
-        hook.record.observations,
-        kb.valueset("calcium-any"),
-    )
-    for observation in candidates:
+    for observation in results_in(hook.record, kb.valueset("calcium-any")):
         if not within(observation, hook.now, window):
             return None  # newest first: everything after this is older still
         reading = _reading(hook, observation)
@@ -153,7 +150,7 @@ def _albumin_near(hook: HookInput, calcium: Resource) -> float | None:
     if when is None:
         return None
     days = kb.threshold("albumin-pairing-days")
-    for albumin in results_in(hook.record.observations, kb.valueset("albumin")):
+    for albumin in results_in(hook.record, kb.valueset("albumin")):
         taken = clinical_time(albumin)
         if taken is None or abs((taken - when).total_seconds()) > days * 86_400:
             continue
@@ -171,13 +168,11 @@ def _magnesium_and_vitamin_d(hook: HookInput) -> dict[str, object]:
     kb = hook.knowledge
     window = kb.threshold("calcium-lookback-days")
     mg = [
-        o
-        for o in results_in(hook.record.observations, kb.valueset("magnesium"))
-        if within(o, hook.now, window)
+        o for o in results_in(hook.record, kb.valueset("magnesium")) if within(o, hook.now, window)
     ]
     vit_d = [
         o
-        for o in results_in(hook.record.observations, kb.valueset("vitamin-d-25oh"))
+        for o in results_in(hook.record, kb.valueset("vitamin-d-25oh"))
         if within(o, hook.now, window)
     ]
     mg_low = False
@@ -218,8 +213,8 @@ def _workup(hook: HookInput) -> Finding:
     kb = hook.knowledge
     age = age_years(hook)
     has_dxa = bool(
-        results_in(hook.record.observations, kb.valueset("dxa-t-score"))
-        or results_in(hook.record.diagnostic_reports, kb.valueset("dxa-report"))
+        results_in(hook.record, kb.valueset("dxa-t-score"))
+        or reports_in(hook.record, kb.valueset("dxa-report"))
         or [
             p
             for p in hook.record.procedures

@@ -15,7 +15,7 @@ from cds_service.fhir.data import (
     status_of,
 )
 from cds_service.fhir.record import PatientRecord
-from cds_service.knowledge.valuesets import ValueSet
+from cds_service.knowledge.valuesets import CodeIndex, Medicine, SystemNames, ValueSet
 from cds_service.rules.base import HookInput
 
 # FHIR statuses that make a result or diagnosis count (R4 ObservationStatus, condition-ver-status).
@@ -37,17 +37,38 @@ def condition_is_active(condition: Resource) -> bool:
     return condition_counts(condition) and (not clinical or bool(clinical & ACTIVE_CLINICAL))
 
 
+def coded_in(record: PatientRecord, resources: list[Resource], vs: ValueSet) -> list[Resource]:
+    """The resources of one of the record's lists whose `code` is in `vs`, in list order."""
+    # Indexed once per call: rules look up a dozen value sets in the same lists. The record is
+    # not changed once built, so the index stays true for the call.
+    index = record.indexes.get(id(resources))
+    if index is None or index.resources is not resources or index.systems is not vs.systems:
+        index = record.indexes[id(resources)] = CodeIndex(resources, vs.systems)
+    return index.coded_in(vs)
+
+
 def conditions_in(record: PatientRecord, vs: ValueSet, active_only: bool) -> list[Resource]:
     """The patient's Conditions coded in `vs` that count (and are active, if asked)."""
     check = condition_is_active if active_only else condition_counts
-    return [c for c in record.conditions if vs.matches(c.get("code")) and check(c)]
+    return [c for c in coded_in(record, record.conditions, vs) if check(c)]
 
 
 def results_in(
-    resources: Iterable[Resource], vs: ValueSet, statuses: set[str] = USABLE_RESULT
+    record: PatientRecord, vs: ValueSet, statuses: set[str] = USABLE_RESULT
 ) -> list[Resource]:
-    """Observations or reports coded in `vs` with a usable status, newest first (undated last)."""
-    found = [r for r in resources if status(r) in statuses and vs.matches(r.get("code"))]
+    """Observations coded in `vs` with a usable status, newest first (undated last)."""
+    return _newest_first(coded_in(record, record.observations, vs), statuses)
+
+
+def reports_in(
+    record: PatientRecord, vs: ValueSet, statuses: set[str] = USABLE_RESULT
+) -> list[Resource]:
+    """DiagnosticReports coded in `vs` with a usable status, newest first (undated last)."""
+    return _newest_first(coded_in(record, record.diagnostic_reports, vs), statuses)
+
+
+def _newest_first(resources: list[Resource], statuses: set[str]) -> list[Resource]:
+    found = [r for r in resources if status(r) in statuses]
     return sorted(found, key=lambda r: clinical_time(r) or _UNDATED, reverse=True)
 
 
@@ -81,24 +102,40 @@ def medications_in(
 ) -> list[Resource]:
     """Medicines (current ones unless `requests` is given) in `vs` by product or ingredient code or name."""
     pool = current_medications(record) if requests is None else requests
-    memo = record.memberships
+    # This loop runs a few hundred times per order-sign call: answers are memoised per call.
+    known = record.memberships.setdefault(vs.id, {})
     found = []
     for request in pool:
-        key = (vs.id, id(request))
-        if key not in memo:
-            memo[key] = vs.matches_medication(medication_concepts(record, request))
-        if memo[key]:
+        member = known.get(id(request))
+        if member is None:
+            member = known[id(request)] = vs.matches_medicine(
+                medicine_of(record, request, vs.systems)
+            )
+        if member:
             found.append(request)
     return found
 
 
+def medicine_of(record: PatientRecord, request: Resource, systems: SystemNames) -> Medicine:
+    """A medicine's keys and texts for value-set tests, worked out once per call."""
+    medicine = record.medicines.get(id(request))
+    if medicine is None or medicine.request is not request or medicine.systems is not systems:
+        medicine = Medicine(request, medication_concepts(record, request), systems)
+        record.medicines[id(request)] = medicine
+    return medicine
+
+
 def medication_name(record: PatientRecord, request: Resource) -> str:
     """A display name for a medicine."""
-    for concept in medication_concepts(record, request):
-        name = label(concept)
-        if name:
-            return name
-    return "unnamed medicine"
+    # Card text names each medicine several times: worked out once per call.
+    known = record.names.get(id(request))
+    if known is not None and known[0] is request:
+        return known[1]
+    name = next(
+        (n for n in map(label, medication_concepts(record, request)) if n), "unnamed medicine"
+    )
+    record.names[id(request)] = (request, name)
+    return name
 
 
 def reference(resource: Resource) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cds_service.fhir.data import Resource, clinical_time, codings, quantity, texts, valid_id
+from cds_service.fhir.data import Resource, clinical_time, codings, quantity, valid_id
 from cds_service.knowledge.valuesets import ValueSet
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
@@ -11,6 +11,7 @@ from cds_service.rules.common import (
     medication_concepts,
     medication_name,
     medications_in,
+    medicine_of,
     reference,
     results_in,
     within,
@@ -80,7 +81,7 @@ def latest_egfr(hook: HookInput) -> tuple[float, Resource] | None:
     """The newest eGFR in its look-back window (values are reported in mL/min/1.73 m2)."""
     kb = hook.knowledge
     window = kb.threshold("egfr-lookback-days")
-    for observation in results_in(hook.record.observations, kb.valueset("egfr")):
+    for observation in results_in(hook.record, kb.valueset("egfr")):
         if not within(observation, hook.now, window):
             return None
         q = quantity(observation.get("valueQuantity"))
@@ -149,11 +150,10 @@ def quinine_for_cramps(hook: HookInput) -> list[Finding]:
 def identity(hook: HookInput, request: Resource, vs: ValueSet) -> str:
     """One key per drug, not per product: the ingredient name found in its text or coding displays
     (two strengths of gabapentin are one drug), else its first RxNorm code, else its name."""
-    concepts = medication_concepts(hook.record, request)
-    name = vs.name_in(s for c in concepts for s in texts(c))
+    name = medicine_of(hook.record, request, vs.systems).name_in(vs)
     if name:
         return name
-    for concept in concepts:
+    for concept in medication_concepts(hook.record, request):
         for coding in codings(concept):
             if "rxnorm" in coding.system:
                 return coding.code

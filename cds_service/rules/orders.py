@@ -57,11 +57,12 @@ def evaluate(hook: HookInput) -> list[Finding]:
     targets, drafts = orders_under_decision(hook)
     findings: list[Finding] = []
     seen: set[tuple[str, frozenset[str]]] = set()
-    current = current_medications(hook.record)
+    # What the patient would take if the orders are signed: current medicines and every other
+    # pending draft (two new drugs signed together must be checked against each other).
+    taken = [(reference(m), m) for m in [*current_medications(hook.record), *drafts]]
     for order in targets:
-        # What the patient would take if the orders are signed: current medicines and every other
-        # pending draft (two new drugs signed together must be checked against each other).
-        context = [m for m in [*current, *drafts] if reference(m) != reference(order)]
+        target = reference(order)
+        context = [m for ref, m in taken if ref != target]
         for finding in check_order(hook, order, context):
             # A pair or a combination found from each of its orders is one card, not one per order.
             key = (finding.kind, _medicines_named(finding))
@@ -225,4 +226,4 @@ def _same_drug(hook: HookInput, a: Resource, b: Resource) -> bool:
 
 
 def _any_calcium_result(hook: HookInput) -> bool:
-    return bool(results_in(hook.record.observations, hook.knowledge.valueset("calcium-any")))
+    return bool(results_in(hook.record, hook.knowledge.valueset("calcium-any")))

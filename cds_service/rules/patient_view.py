@@ -13,7 +13,7 @@ def in_scope(hook: HookInput) -> bool:
     record = hook.record
     infarction = conditions_in(record, kb.valueset("cerebral-infarction"), active_only=False)
     cramps = conditions_in(record, kb.valueset("leg-cramps"), active_only=True) or results_in(
-        record.observations, kb.valueset("leg-cramps")
+        record, kb.valueset("leg-cramps")
     )
     return bool(infarction and cramps)
 

@@ -13,6 +13,7 @@ from cds_service.rules.common import (
     medication_name,
     medications_in,
     reference,
+    reports_in,
     results_in,
 )
 
@@ -37,9 +38,7 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
     record = hook.record
     seizures = conditions_in(record, kb.valueset("seizure"), active_only=False)
     eeg_vs = kb.valueset("eeg")
-    eegs = results_in(record.diagnostic_reports, eeg_vs, EEG_ON_FILE) + results_in(
-        record.observations, eeg_vs, EEG_ON_FILE
-    )
+    eegs = reports_in(record, eeg_vs, EEG_ON_FILE) + results_in(record, eeg_vs, EEG_ON_FILE)
     eeg_procedures = [
         p for p in record.procedures if status(p) == "completed" and eeg_vs.matches(p.get("code"))
     ]
