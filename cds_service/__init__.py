@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from cds_service.clock import Clock
 from cds_service.config import Settings, load_settings
 from cds_service.errors import CdsError, Issue, operation_outcome
+from cds_service.jsonio import OrjsonProvider
 from cds_service.knowledge import Knowledge
 
 __version__ = "0.1.0"
@@ -49,7 +50,7 @@ def create_app(
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     runtime = Runtime(settings, knowledge, clock or Clock())
     warm_up(runtime)
     app.extensions["cds_runtime"] = runtime

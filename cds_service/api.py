@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
@@ -33,29 +33,29 @@ def read_json() -> Any:
         raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        document = json.loads(raw, parse_constant=_no_constant)
-    except RecursionError:
-        # Nested beyond the parser's limit (about a thousand levels): junk or an attack on it.
-        raise InvalidRequest(
-            "the request body is nested too deeply",
-            [Issue("too-costly", "the request body's JSON is nested too deeply to be read", "$")],
-        ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        where = (
-            f" at line {exc.lineno} column {exc.colno}"
-            if isinstance(exc, json.JSONDecodeError)
-            else ""
-        )
+        # orjson: strict RFC 8259 (no NaN/Infinity, valid UTF-8 only) and about twice as fast as
+        # the standard library on prefetch-sized bodies; nesting is capped (1024 levels) by it.
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in exc.msg or "recursion" in exc.msg:
+            raise InvalidRequest(
+                "the request body is nested too deeply",
+                [
+                    Issue(
+                        "too-costly", "the request body's JSON is nested too deeply to be read", "$"
+                    )
+                ],
+            ) from None
         raise InvalidRequest(
             "the request body is not valid JSON",
-            [Issue("structure", f"the request body is not valid JSON{where}", "$")],
+            [
+                Issue(
+                    "structure",
+                    f"the request body is not valid JSON at line {exc.lineno} column {exc.colno}",
+                    "$",
+                )
+            ],
         ) from None
-    return document
-
-
-def _no_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them by default.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 @bp.get("/cds-services")

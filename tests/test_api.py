@@ -92,13 +92,40 @@ def test_non_json_body_is_415(client: FlaskClient) -> None:
     assert_outcome(response, 415)
 
 
-@pytest.mark.parametrize("raw", ["{", "{'hook': 1}", "", "\xff\xfe", "[1,2"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "{",
+        "{'hook': 1}",
+        "",
+        "\xff\xfe",
+        "[1,2",
+        '{"hook": NaN}',  # not JSON (RFC 8259), though Python's json module reads it
+        '{"hook": Infinity}',
+        '{"hook": "\\ud800"}',  # a lone surrogate: no Unicode text
+        '{"hook": "patient-view"} trailing',
+    ],
+)
 def test_malformed_json_is_400(client: FlaskClient, raw: str) -> None:
     response = client.post(
         f"/cds-services/{SERVICE_ID}", data=raw.encode("latin-1"), content_type="application/json"
     )
     body = assert_outcome(response, 400)
     assert "not valid JSON" in body["issue"][0]["diagnostics"]
+    assert body["issue"][0]["code"] == "structure"
+
+
+def test_json_nested_past_the_parsers_limit_is_a_400_naming_the_nesting(
+    client: FlaskClient,
+) -> None:
+    response = client.post(
+        f"/cds-services/{SERVICE_ID}",
+        data='{"a":' * 5000 + "1" + "}" * 5000,
+        content_type="application/json",
+    )
+    body = assert_outcome(response, 400)
+    assert body["issue"][0]["code"] == "too-costly"
+    assert "nested too deeply" in body["issue"][0]["diagnostics"]
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,15 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from cds_service.protocol.schemas import (
     SCHEMA_NAMES,
     SchemaIssue,
+    _fast_validator,
+    _validator,
     context_schema_for,
     validate,
 )
@@ -1304,3 +1308,77 @@ def test_request_and_context_spec_example_validate_together() -> None:
     context_schema = context_schema_for(SPEC_REQUEST["hook"])
     assert context_schema == "context-patient-view"
     assert validate(SPEC_REQUEST["context"], context_schema) == []
+
+
+# --- the compiled fast path ---------------------------------------------------------------------
+# validate() answers "valid" from jsonschema-rs and asks the Python validator only otherwise, so the
+# compiled validator must never accept a document the Python validator rejects.
+
+
+def _verdicts(schema: str, document: Json) -> tuple[bool, bool]:
+    fast = _fast_validator(schema).is_valid(document)
+    full = not any(True for _ in _validator(schema).iter_errors(document))
+    return fast, full
+
+
+@pytest.mark.parametrize(("schema", "document"), VALID)
+def test_compiled_validator_accepts_every_valid_document(schema: str, document: Json) -> None:
+    assert _verdicts(schema, document) == (True, True)
+
+
+@pytest.mark.parametrize(("schema", "document", "expected"), INVALID)
+def test_compiled_validator_rejects_every_invalid_document(
+    schema: str, document: Json, expected: list[tuple[str, str]]
+) -> None:
+    assert _verdicts(schema, document) == (False, False)
+
+
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "2c0f0b6e-6a43-4a0e-9c39-bd3b5f4a0d04",
+            "Practitioner/a-1",
+            "Patient/p.1\n",
+            "https://ehr.example.org/fhir",
+            "2026-11-24T12:00:00Z",
+            "2026-11-24T12:00:00",
+            "patient-view",
+            "order-sign",
+            "accepted",
+            "overridden",
+            "Bearer",
+        ]
+    )
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    case=st.sampled_from([(p.values[0], p.values[1]) for p in VALID]),
+    where=st.integers(min_value=0, max_value=10_000),
+    value=JSON_VALUES,
+)
+def test_compiled_validator_never_accepts_what_the_python_validator_rejects(
+    case: tuple[str, Json], where: int, value: Json
+) -> None:
+    # One member anywhere in a valid document replaced by arbitrary JSON.
+    schema, base = case
+    document = copy.deepcopy(base)
+    slots = [node for node in _walk(document) if isinstance(node, dict) and node]
+    target = slots[where % len(slots)]
+    key = sorted(target)[where % len(target)]
+    target[key] = value
+    fast, full = _verdicts(schema, document)
+    assert not fast or full, (schema, document)
