@@ -88,12 +88,16 @@ def classify(value: Any, present: bool) -> KeyState:
     if value.get("resourceType") == "OperationOutcome":
         return KeyState.NOT_FILLED
     if value.get("resourceType") == "Bundle":
-        resources = [e.get("resource") for e in items(value.get("entry")) if isinstance(e, dict)]
-        if resources and all(
-            isinstance(r, dict) and r.get("resourceType") == "OperationOutcome" for r in resources
-        ):
+        entries = [e for e in items(value.get("entry")) if isinstance(e, dict)]
+        # Stops at the first entry that is not an OperationOutcome (the first, for real data).
+        if entries and all(_is_outcome(e) for e in entries):
             return KeyState.NOT_FILLED
     return KeyState.PRESENT
+
+
+def _is_outcome(entry: dict[str, Any]) -> bool:
+    resource = entry.get("resource")
+    return isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome"
 
 
 def has_next_page(value: Mapping[str, Any]) -> bool:
@@ -159,6 +163,8 @@ def gather(
                 failures.append(_missing(key, fetcher_problem or "no fhirServer was given"))
         jobs = {}
 
+    if not jobs and not failures:
+        return data  # everything was prefetched: the common case, no threads involved
     futures: dict[str, Future[dict[str, Any] | None]] = {
         key: executor.submit(job) for key, job in jobs.items()
     }

@@ -37,7 +37,14 @@ def engine_for(url: str) -> Engine:
     connect_args: dict[str, object] = (
         {"connect_timeout": 2} if backend == "postgresql" else {"timeout": 5}
     )
-    engine = create_engine(url, pool_pre_ping=True, pool_recycle=300, connect_args=connect_args)
+    # A server connection can drop between calls, so PostgreSQL's are tested at checkout; an
+    # embedded SQLite file cannot, and the test would cost every hook call a query.
+    engine = create_engine(
+        url,
+        pool_pre_ping=backend != "sqlite",
+        pool_recycle=300,
+        connect_args=connect_args,
+    )
     _CREATED.append(engine)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_wal)
