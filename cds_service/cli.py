@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -83,6 +84,7 @@ def serve(
 
     from cds_service import create_app
     from cds_service.store import dispose_engines
+    from cds_service.warmup import warm_worker
 
     # The app is built once, in the master (failing fast on bad settings or knowledge), and the
     # workers are forked from it: they start warm and share its memory copy-on-write.
@@ -91,6 +93,14 @@ def serve(
     def post_fork(server: Any, worker: Any) -> None:
         # Database connections must not be shared across processes: each worker opens its own.
         dispose_engines()
+        # Then the worker runs its own first-use paths once (its database connection, the code
+        # pages of the libraries a call touches) before it takes traffic: steady from call one.
+        warm_worker(app)
+
+    # Objects built so far (knowledge, unit registry, schemas) live as long as the process: keep
+    # them out of every later garbage collection, in the master and in each forked worker.
+    gc.collect()
+    gc.freeze()
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

@@ -4,7 +4,9 @@ first request on."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from flask import request
 
 from cds_service.clock import Clock
 from cds_service.fhir.data import Quantity
@@ -13,7 +15,12 @@ from cds_service.protocol.schemas import SCHEMA_NAMES, validate
 from cds_service.render import render_cards
 from cds_service.rules import EVALUATORS, HookInput
 from cds_service.runtime import Runtime
+from cds_service.store import StoreUnavailable
+from cds_service.store.cards import overrides_for, patient_hash
 from cds_service.units import concentration
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -63,3 +70,26 @@ def warm_up(runtime: Runtime) -> None:
             context["selections"] = ["MedicationRequest/warm-draft"]
         hook = HookInput(spec.hook, context, record, runtime.knowledge, clock.now())
         render_cards(EVALUATORS[spec.evaluator](hook), runtime.knowledge, clock, "warm-up")
+
+
+def warm_worker(app: Flask) -> None:
+    """In a freshly forked server worker: run a call's first-use paths once, storing nothing.
+
+    A forked worker shares the master's warm objects but must still open its own database
+    connection and map the library code a call runs; doing that before it takes traffic keeps its
+    first calls fast and its memory flat from the first call on.
+    """
+    runtime: Runtime = app.extensions["cds_runtime"]
+    warm_up(runtime)
+    settings = runtime.settings
+    if runtime.store_available():
+        try:  # a read only: opens this worker's connection
+            overrides_for(settings.database_url, patient_hash(settings.patient_hash_key or "", "-"))
+        except StoreUnavailable:
+            runtime.store_failed("warm-up snooze lookup")
+    body = {"hook": "patient-view", "hookInstance": "-", "context": {}}
+    with app.test_request_context("/cds-services", method="POST", json=body):
+        parsed = request.get_json()
+        for name in SCHEMA_NAMES:
+            validate(parsed, name)
+        app.json.dumps({"cards": [], "echo": parsed})
