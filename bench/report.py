@@ -134,6 +134,18 @@ def _growth(before: dict[Any, Any], after: dict[Any, Any]) -> dict[str, float]:
     }
 
 
+def _split(before: dict[Any, Any], after: dict[Any, Any]) -> list[str]:
+    """Per worker: the VmRSS growth as RssAnon and RssFile changes, in MiB."""
+    out = []
+    for pid in before:
+        b, a = before[pid], after.get(pid, {})
+        if all(k in b and k in a for k in ("RssAnon", "RssFile")):
+            anon = (a["RssAnon"] - b["RssAnon"]) / 1024
+            files = (a["RssFile"] - b["RssFile"]) / 1024
+            out.append(f"worker {pid}: RssAnon {anon:+.1f} MiB, RssFile {files:+.1f} MiB")
+    return out
+
+
 def _row(cells: list[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -397,6 +409,16 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
             f"(b) bodies). VmRSS counts pages shared with the master (copy-on-write) too."
         )
         add("")
+        split = _split(start, after)
+        if split:
+            add(
+                "Growth start → N by kind (/proc/<pid>/status): "
+                + "; ".join(split)
+                + ". RssFile is library and file pages a worker maps as it first runs their code"
+                " (shared with the master and the other workers, read from the page cache, not"
+                " new memory); RssAnon is memory the worker itself allocated."
+            )
+            add("")
 
     add("## Cold start (process start to the first 200 on /healthz)")
     add("")
