@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from functools import cache
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy import Engine, bindparam, func, insert, select, text
 
 from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
 from cds_service.store.schema import feedback, issued_cards
@@ -41,23 +42,53 @@ class IssuedCard:
     issued_at: datetime
 
 
-# Built once: building a statement costs about four times what SQLite takes to answer it.
-_OVERRIDES = (
-    select(feedback.c.card_kind, feedback.c.evidence_hash, func.max(feedback.c.outcome_at))
-    .where(feedback.c.patient_hash == bindparam("patient"), feedback.c.outcome == "overridden")
-    .group_by(feedback.c.card_kind, feedback.c.evidence_hash)
-)
-
-
 def overrides_for(url: str, patient: str) -> dict[tuple[str, str], datetime]:
     """(card kind, evidence hash) -> latest time a clinician overrode such a card for this patient."""
-    # Feedback rows carry the card's kind and patient hash: one indexed read of a small table.
+    # Feedback rows carry the card's kind and patient hash: one indexed read of a small table. It
+    # runs on every hook call that has cards, so it goes through SQLAlchemy's pool (checkout
+    # pre-ping included) and compiler but not its execution layer, which costs several times what
+    # the database takes to answer.
+    engine = engine_for(url)
+    sql, names = _driver_sql(engine)
+    dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
-        with engine_for(url).connect() as connection:
-            rows = connection.execute(_OVERRIDES, {"patient": patient}).all()
-    except STORE_ERRORS as exc:
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            values = {"patient": patient, "outcome": "overridden"}
+            cursor.execute(sql, tuple(values[n] for n in names))
+            rows = cursor.fetchall()
+            cursor.close()
+        except dbapi_error:
+            connection.invalidate()  # a broken connection must not go back to the pool
+            raise
+        finally:
+            connection.close()
+    except (*STORE_ERRORS, dbapi_error) as exc:
         raise StoreUnavailable(type(exc).__name__) from None
-    return {(kind, evidence): _aware(when) for kind, evidence, when in rows}
+    return {(kind, evidence): _as_datetime(when) for kind, evidence, when in rows}
+
+
+@cache
+def _driver_sql(engine: Engine) -> tuple[str, tuple[str, ...]]:
+    # The overrides query in the engine's own SQL dialect and positional parameter style.
+    statement = (
+        select(feedback.c.card_kind, feedback.c.evidence_hash, func.max(feedback.c.outcome_at))
+        .where(
+            feedback.c.patient_hash == bindparam("patient"),
+            feedback.c.outcome == bindparam("outcome"),
+        )
+        .group_by(feedback.c.card_kind, feedback.c.evidence_hash)
+    )
+    dialect: Any = type(engine.dialect)
+    positional = dialect(paramstyle="qmark" if engine.dialect.name == "sqlite" else "format")
+    compiled = statement.compile(dialect=positional)
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    # SQLite hands back the stored text ("2026-11-24 12:00:00.000000"); PostgreSQL a datetime.
+    return _aware(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
 
 _INSERT_ISSUED = insert(issued_cards)

@@ -85,12 +85,14 @@ class CardRecorder:
                 self._queue.task_done()
                 return
             batch = [first]
-            # Gather what arrives within a short window and write it in one transaction: one
-            # insert of a few dozen rows costs little more than one of two, and nothing waits on it.
-            window_ends = time.monotonic() + self.batch_window
-            while len(batch) < 100:
+            if self.batch_window:
+                # Let a batch gather, then write it in one transaction. Sleeping (rather than
+                # waiting on the queue) means hook calls submitting meanwhile wake nobody: a
+                # wake-up per call would cost every call a thread switch.
+                time.sleep(self.batch_window)
+            while len(batch) < 500:
                 try:
-                    item = self._queue.get(timeout=max(0.0, window_ends - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:  # put back the stop signal for the next loop
