@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 # The `extra` fields a log record may carry into the output. Anything else passed as `extra`
 # (a body, a header, a patient id) is dropped rather than written.
@@ -50,7 +51,7 @@ class JsonFormatter(logging.Formatter):
             entry["stack"] = [
                 f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno} {f.name}" for f in frames[-12:]
             ]
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 # Libraries that log request URLs (which carry patient ids in FHIR queries) are held to warnings.

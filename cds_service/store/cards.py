@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from functools import cache
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, insert, select, text
