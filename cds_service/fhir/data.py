@@ -48,27 +48,26 @@ class Code:
     display: str | None = None
 
 
+def coded(concept: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(system, code, coding) for each coding of a CodeableConcept (or a list of them) whose system
+    and code are strings; junk is skipped."""
+    for item in concept if isinstance(concept, list) else [concept]:
+        raw = item.get("coding") if isinstance(item, dict) else None
+        if not isinstance(raw, list):
+            continue
+        for coding in raw:
+            if isinstance(coding, dict):
+                system, code = coding.get("system"), coding.get("code")
+                if isinstance(system, str) and isinstance(code, str):
+                    yield system, code, coding
+
+
 def codings(concept: Any) -> list[Code]:
     """The codings of a CodeableConcept (or a list of them)."""
-    concepts = concept if isinstance(concept, list) else [concept]
     found = []
-    for item in concepts:
-        if not isinstance(item, dict):
-            continue
-        for coding in items(item.get("coding")):
-            if (
-                isinstance(coding, dict)
-                and isinstance(coding.get("system"), str)
-                and isinstance(coding.get("code"), str)
-            ):
-                display = coding.get("display")
-                found.append(
-                    Code(
-                        coding["system"],
-                        coding["code"].strip(),
-                        display if isinstance(display, str) else None,
-                    )
-                )
+    for system, code, coding in coded(concept):
+        display = coding.get("display")
+        found.append(Code(system, code.strip(), display if isinstance(display, str) else None))
     return found
 
 
@@ -81,16 +80,10 @@ def texts(concept: Any) -> list[str]:
             continue
         if isinstance(item.get("text"), str):
             found.append(item["text"])
-        # The displays of the codings `codings` accepts, read in place (this runs on hot paths).
-        for coding in items(item.get("coding")):
-            if (
-                isinstance(coding, dict)
-                and isinstance(coding.get("system"), str)
-                and isinstance(coding.get("code"), str)
-            ):
-                display = coding.get("display")
-                if isinstance(display, str) and display:
-                    found.append(display)
+        for _, _, coding in coded(item):
+            display = coding.get("display")
+            if isinstance(display, str) and display:
+                found.append(display)
     return found
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.data import Code, Resource, codings, items, texts
+from cds_service.fhir.data import Code, Resource, coded, codings, items, texts
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -61,16 +61,8 @@ class SystemNames:
         and canonical, the two `ValueSet.matches` looks up (a key may repeat)."""
         found: list[Key] = []
         cache = self._keys
-        for item in concept if isinstance(concept, list) else [concept]:
-            raw = item.get("coding") if isinstance(item, dict) else None
-            if not isinstance(raw, list):
-                continue
-            for coding in raw:
-                if not isinstance(coding, dict):
-                    continue
-                system, code = coding.get("system"), coding.get("code")
-                if isinstance(system, str) and isinstance(code, str):
-                    found.extend(cache.get((system, code)) or self.coding_keys(system, code))
+        for system, code, _ in coded(concept):
+            found.extend(cache.get((system, code)) or self.coding_keys(system, code))
         return found
 
 
@@ -112,25 +104,16 @@ class ValueSet:
         """Whether any coding of `concept` is in this value set (a CodeableConcept or a list of them)."""
         # Written for speed: the rules call it hundreds of times per request, and most codings
         # already arrive with the canonical system URI and the code as the value set writes it.
-        for item in concept if isinstance(concept, list) else [concept]:
-            raw = item.get("coding") if isinstance(item, dict) else None
-            if not isinstance(raw, list):
-                continue
-            for coding in raw:
-                if not isinstance(coding, dict):
-                    continue
-                system, code = coding.get("system"), coding.get("code")
-                if not isinstance(system, str) or not isinstance(code, str):
-                    continue
-                if (system, code) in self.codes:
-                    return True
-                canonical = self.systems.resolve(system)
-                normalized = normalize_code(canonical, code)
-                if (canonical != system or normalized != code) and (
-                    canonical,
-                    normalized,
-                ) in self.codes:
-                    return True
+        for system, code, _ in coded(concept):
+            if (system, code) in self.codes:
+                return True
+            canonical = self.systems.resolve(system)
+            normalized = normalize_code(canonical, code)
+            if (canonical != system or normalized != code) and (
+                canonical,
+                normalized,
+            ) in self.codes:
+                return True
         return False
 
     def matches_text(self, strings: Iterable[str]) -> bool:
