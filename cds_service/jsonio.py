@@ -30,6 +30,6 @@ class OrjsonProvider(JSONProvider):
     def _bytes(obj: Any) -> bytes:
         try:
             return orjson.dumps(obj)
-        except (orjson.JSONEncodeError, TypeError):
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
             # Lone surrogates or integers past 64 bits in some echoed value: the stdlib writes them.
             return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
