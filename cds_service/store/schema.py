@@ -26,7 +26,6 @@ issued_cards = Table(
     Column("patient_hash", String(64), nullable=False),
     Column("evidence_hash", String(64), nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False, index=True),
-    Index("ix_issued_cards_patient_kind", "patient_hash", "card_kind"),
 )
 
 # Feedback items as the CDS client sent them; item_hash makes a re-sent item a no-op.

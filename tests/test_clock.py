@@ -1,0 +1,26 @@
+"""The clock's identifiers: time-ordered UUIDs in production, counted ones in tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from cds_service.clock import Clock, fixed_clock
+
+
+def test_card_ids_are_rfc_9562_version_7_uuids_in_issue_order() -> None:
+    clock = Clock()
+    ids = [clock.new_id() for _ in range(2000)]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(str(u) == i for u, i in zip(parsed, ids, strict=True))  # canonical lower-case form
+    assert len(set(ids)) == len(ids)
+    # Later ids sort after earlier ones, so the issued-card key index only grows at its end.
+    assert ids == sorted(ids)
+
+
+def test_fixed_clock_counts_ids_up_from_its_seed() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    clock = fixed_clock(at, seed=5)
+    assert clock.now() == at
+    assert [clock.new_id() for _ in range(2)] == [str(uuid.UUID(int=6)), str(uuid.UUID(int=7))]
