@@ -90,6 +90,10 @@ def _source(kind_id: str, kind: dict[str, Any]) -> dict[str, Any]:
     return source
 
 
+def _substitute(text: str, fill: dict[str, str]) -> str:
+    return string.Template(text).safe_substitute(fill) if "$" in text else text
+
+
 def _suggestions(
     kind: dict[str, Any], finding: Finding, knowledge: Knowledge, clock: Clock, patient_id: str
 ) -> list[dict[str, Any]]:
@@ -107,7 +111,7 @@ def _suggestions(
         for action in spec["actions"]:
             entry: dict[str, Any] = {
                 "type": action["type"],
-                "description": string.Template(action["description"]).safe_substitute(fill),
+                "description": _substitute(action["description"], fill),
             }
             if action["type"] == "create":
                 entry["resource"] = fill_template(

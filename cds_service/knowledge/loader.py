@@ -308,7 +308,8 @@ def _build_valuesets(
 def fill_template(value: Any, facts: dict[str, str]) -> Any:
     """A copy of a resource template with every `${name}` in its strings replaced from `facts`."""
     if isinstance(value, str):
-        return string.Template(value).safe_substitute(facts)
+        # Most strings of a resource template name no fact: returned as they are (str is immutable).
+        return string.Template(value).safe_substitute(facts) if "$" in value else value
     if isinstance(value, list):
         return [fill_template(v, facts) for v in value]
     if isinstance(value, dict):
