@@ -62,7 +62,7 @@ def main() -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 30)
             self.cfg.set("accesslog", None)
-            self.cfg.set("preload_app", True)  # (serve's post_fork only resets its DB engines)
+            self.cfg.set("preload_app", True)  # (serve's worker hooks warm the service; no setting)
 
         def load(self) -> Any:
             return create_floor_app()

@@ -1250,8 +1250,9 @@ def round_trips(
     return found
 
 
-# Settings of `cds-service serve` that only make sense for the service itself.
-SERVICE_ONLY_SETTINGS = {"post_fork", "certfile", "keyfile"}
+# Settings of `cds-service serve` that only make sense for the service itself (its worker
+# warm-up hooks: the floor has nothing to warm).
+SERVICE_ONLY_SETTINGS = {"post_fork", "post_worker_init", "certfile", "keyfile"}
 
 
 def gunicorn_setting_names(path: Path) -> set[str]:

@@ -155,6 +155,8 @@ def _authenticate() -> None:
 @bp.after_app_request
 def _access_log(response: Response) -> Response:
     # Request logs name the route, service, status, latency and card count, never bodies, headers or ids.
+    if runtime().in_dry_run:
+        return response
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     elapsed_ms = elapsed * 1000
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"

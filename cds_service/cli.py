@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sys
 import uuid
@@ -15,6 +16,8 @@ import click
 
 from cds_service.config import ConfigError, load_settings
 from cds_service.knowledge import KnowledgeError, load_knowledge
+
+log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -84,7 +87,7 @@ def serve(
 
     from cds_service import create_app
     from cds_service.store import dispose_engines
-    from cds_service.warmup import warm_worker
+    from cds_service.warmup import warm_request_threads, warm_worker
 
     # The app is built once, in the master (failing fast on bad settings or knowledge), and the
     # workers are forked from it: they start warm and share its memory copy-on-write.
@@ -96,6 +99,16 @@ def serve(
         # Then the worker runs its own first-use paths once (its database connection, the code
         # pages of the libraries a call touches) before it takes traffic: steady from call one.
         warm_worker(app)
+
+    def post_worker_init(worker: Any) -> None:
+        # The worker's request threads exist now (gthread's pool): each makes one typical call,
+        # all at once, so their stacks and allocator arenas are grown before traffic arrives.
+        pool = getattr(worker, "tpool", None)
+        if pool is not None:
+            try:
+                warm_request_threads(app, pool, worker.cfg.threads)
+            except Exception:  # a warm-up problem must not stop the worker from serving
+                log.exception("request-thread warm-up failed; serving anyway")
 
     # Objects built so far (knowledge, unit registry, schemas) live as long as the process: keep
     # them out of every later garbage collection, in the master and in each forked worker.
@@ -112,6 +125,7 @@ def serve(
             self.cfg.set("accesslog", None)  # the app writes its own structured request log
             self.cfg.set("preload_app", True)
             self.cfg.set("post_fork", post_fork)
+            self.cfg.set("post_worker_init", post_worker_init)
             if certfile and keyfile:
                 self.cfg.set("certfile", certfile)
                 self.cfg.set("keyfile", keyfile)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -32,6 +35,7 @@ class Runtime:
     verifier: Verifier | None = field(init=False, default=None)
     recorder: CardRecorder = field(init=False)
     _store_retry_at: float = field(init=False, default=0.0)
+    _thread: threading.local = field(init=False, default_factory=threading.local)
 
     def __post_init__(self) -> None:
         # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
@@ -61,6 +65,21 @@ class Runtime:
         STORE_FAILURES.labels(operation).inc()
         log.warning("database unavailable; continuing without it", extra={"reason": operation})
         self._store_retry_at = time.monotonic() + self.settings.store_retry_seconds
+
+    @contextmanager
+    def dry_run(self) -> Iterator[None]:
+        """Calls made by this thread inside the block (start-up warm-up calls) record no cards,
+        count in no metric and write no request log; set only by in-process code, never a request."""
+        self._thread.dry_run = True
+        try:
+            yield
+        finally:
+            self._thread.dry_run = False
+
+    @property
+    def in_dry_run(self) -> bool:
+        """Whether this thread is inside `dry_run()`."""
+        return bool(getattr(self._thread, "dry_run", False))
 
     def services_with_id(self, service_id: str) -> list[ServiceSpec]:
         """Every (id, hook) entry registered under `service_id`."""

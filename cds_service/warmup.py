@@ -4,8 +4,12 @@ first request on."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Executor
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from flask import request
 
 from cds_service.clock import Clock
@@ -22,7 +26,19 @@ from cds_service.units import concentration
 if TYPE_CHECKING:
     from flask import Flask
 
+    from cds_service.knowledge.loader import ServiceSpec
+
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+WARM_PATIENT = "warm-up"
+# Results a typical prefetch carries (LOINC, UCUM unit, value): calcium, eGFR, albumin, magnesium.
+_RESULTS = (
+    ("17861-6", "mg/dL", 9.1),
+    ("98979-8", "mL/min/{1.73_m2}", 62.0),
+    ("1751-7", "g/dL", 3.9),
+    ("19123-9", "mg/dL", 2.0),
+)
 
 
 def _condition(code: str) -> dict[str, Any]:
@@ -93,3 +109,109 @@ def warm_worker(app: Flask) -> None:
         for name in SCHEMA_NAMES:
             validate(parsed, name)
         app.json.dumps({"cards": [], "echo": parsed})
+
+
+def _result(n: int, code: str, unit: str, value: float, when: date) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": f"warm-obs-{n}",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "subject": {"reference": f"Patient/{WARM_PATIENT}"},
+        "effectiveDateTime": f"{when.isoformat()}T08:30:00Z",
+        "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit},
+    }
+
+
+def warm_up_request(spec: ServiceSpec, today: date) -> dict[str, Any]:
+    """A synthetic hook request the size of a typical one (about 60 resources), for `spec`."""
+    by_type: dict[str, list[dict[str, Any]]] = {
+        "Condition": [
+            {**_condition(code), "subject": {"reference": f"Patient/{WARM_PATIENT}"}}
+            for code in ("I63.9", "R25.2", "I69.351", "I10", "E11.9", "N18.3", "E78.5", "M81.0")
+        ],
+        "Observation": [
+            _result(12 * i + q, code, unit, value, today - timedelta(days=91 * q))
+            for i, (code, unit, value) in enumerate(_RESULTS)
+            for q in range(12)
+        ],
+        "MedicationRequest": [
+            {
+                "resourceType": "MedicationRequest",
+                "id": f"warm-med-{n}",
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": {"text": text},
+                "subject": {"reference": f"Patient/{WARM_PATIENT}"},
+            }
+            for n, text in enumerate(
+                ("baclofen 10 MG Oral Tablet", "atorvastatin 20 MG", "amlodipine 5 MG")
+            )
+        ],
+    }
+    patient = {"resourceType": "Patient", "id": WARM_PATIENT, "birthDate": "1950-01-01"}
+    prefetch: dict[str, Any] = {}
+    for template in spec.prefetch:
+        kind = template.query.split("?")[0].split("/")[0]
+        if kind == "Patient":
+            prefetch[template.key] = patient
+        else:
+            entries = [{"resource": r} for r in by_type.get(kind, [])]
+            prefetch[template.key] = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": entries,
+            }
+    context: dict[str, Any] = {"userId": "Practitioner/warm-up", "patientId": WARM_PATIENT}
+    if spec.hook in {"order-select", "order-sign"}:
+        draft = {
+            "resourceType": "MedicationRequest",
+            "id": "warm-draft",
+            "status": "draft",
+            "intent": "order",
+            "medicationCodeableConcept": {"text": "tizanidine 4 MG Oral Tablet"},
+            "subject": {"reference": f"Patient/{WARM_PATIENT}"},
+        }
+        context["draftOrders"] = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": draft}],
+        }
+        context["selections"] = ["MedicationRequest/warm-draft"]
+    instance = "00000000-0000-4000-8000-000000000000"  # a fixed, valid uuid: nothing is kept
+    return {"hook": spec.hook, "hookInstance": instance, "context": context, "prefetch": prefetch}
+
+
+def warm_request_threads(app: Flask, pool: Executor, threads: int, timeout: float = 10.0) -> None:
+    """Run a typical hook call of every service on each of a server worker's request threads, all
+    at once, before the worker takes traffic; nothing is recorded, counted or logged.
+
+    The threads of gunicorn's pool start on first use, and each then grows its own stack and
+    allocator arena to what a call needs: done here, that growth is part of the worker's starting
+    memory instead of showing up as growth over its first requests.
+    """
+    from cds_service.api import hook_call
+
+    runtime: Runtime = app.extensions["cds_runtime"]
+    today = runtime.clock.now().date()
+    bodies = [
+        (spec.id, orjson.dumps(warm_up_request(spec, today))) for spec in runtime.knowledge.services
+    ]
+    start = threading.Barrier(threads)
+
+    def call_each_service() -> None:
+        start.wait(timeout)  # every thread is busy at once, so the pool starts all of them
+        for service_id, raw in bodies:
+            with (
+                runtime.dry_run(),
+                app.test_request_context(
+                    f"/cds-services/{service_id}",
+                    method="POST",
+                    data=raw,
+                    content_type="application/json",
+                ),
+            ):
+                app.process_response(hook_call(service_id))
+
+    for future in [pool.submit(call_each_service) for _ in range(threads)]:
+        future.result(timeout)
