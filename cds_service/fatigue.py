@@ -23,5 +23,7 @@ def snoozed(
 ) -> bool:
     """Whether an override of the same card with the same evidence is still within its snooze period."""
     days = knowledge.cards[finding.kind]["snooze_days"]
+    if not days or not overrides:  # the usual case: no hash to work out
+        return False
     overridden_at = overrides.get((finding.kind, fingerprint(finding)))
-    return bool(days) and overridden_at is not None and now < overridden_at + timedelta(days=days)
+    return overridden_at is not None and now < overridden_at + timedelta(days=days)
