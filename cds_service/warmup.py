@@ -49,6 +49,26 @@ def _condition(code: str) -> dict[str, Any]:
     }
 
 
+def _draft_order_context(medicine: str) -> dict[str, Any]:
+    """An order hook's context entries for one draft MedicationRequest of `medicine`, selected."""
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "warm-draft",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {"text": medicine},
+        "subject": {"reference": f"Patient/{WARM_PATIENT}"},
+    }
+    return {
+        "draftOrders": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": draft}],
+        },
+        "selections": ["MedicationRequest/warm-draft"],
+    }
+
+
 def warm_up(runtime: Runtime) -> None:
     """Exercise every service once on a synthetic in-scope patient (nothing is stored or sent)."""
     for name in SCHEMA_NAMES:
@@ -67,23 +87,11 @@ def warm_up(runtime: Runtime) -> None:
             _condition("R56.9"),
         ],
     )
-    draft = {
-        "resourceType": "MedicationRequest",
-        "id": "warm-draft",
-        "status": "draft",
-        "intent": "order",
-        "medicationCodeableConcept": {"text": "baclofen 10 MG Oral Tablet"},
-    }
     clock = Clock()
     for spec in runtime.knowledge.services:
         context: dict[str, Any] = {"userId": "Practitioner/warm-up", "patientId": "warm-up"}
         if spec.hook in {"order-select", "order-sign"}:
-            context["draftOrders"] = {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": draft}],
-            }
-            context["selections"] = ["MedicationRequest/warm-draft"]
+            context.update(_draft_order_context("baclofen 10 MG Oral Tablet"))
         hook = HookInput(spec.hook, context, record, runtime.knowledge, clock.now())
         render_cards(EVALUATORS[spec.evaluator](hook), runtime.knowledge, clock, "warm-up")
 
@@ -164,20 +172,7 @@ def warm_up_request(spec: ServiceSpec, today: date) -> dict[str, Any]:
             }
     context: dict[str, Any] = {"userId": "Practitioner/warm-up", "patientId": WARM_PATIENT}
     if spec.hook in {"order-select", "order-sign"}:
-        draft = {
-            "resourceType": "MedicationRequest",
-            "id": "warm-draft",
-            "status": "draft",
-            "intent": "order",
-            "medicationCodeableConcept": {"text": "tizanidine 4 MG Oral Tablet"},
-            "subject": {"reference": f"Patient/{WARM_PATIENT}"},
-        }
-        context["draftOrders"] = {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [{"resource": draft}],
-        }
-        context["selections"] = ["MedicationRequest/warm-draft"]
+        context.update(_draft_order_context("tizanidine 4 MG Oral Tablet"))
     instance = "00000000-0000-4000-8000-000000000000"  # a fixed, valid uuid: nothing is kept
     return {"hook": spec.hook, "hookInstance": instance, "context": context, "prefetch": prefetch}
 
