@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 from cds_service.clock import Clock
@@ -90,10 +89,6 @@ def _source(kind_id: str, kind: dict[str, Any]) -> dict[str, Any]:
     return source
 
 
-def _substitute(text: str, fill: dict[str, str]) -> str:
-    return string.Template(text).safe_substitute(fill) if "$" in text else text
-
-
 def _suggestions(
     kind: dict[str, Any], finding: Finding, knowledge: Knowledge, clock: Clock, patient_id: str
 ) -> list[dict[str, Any]]:
@@ -111,7 +106,7 @@ def _suggestions(
         for action in spec["actions"]:
             entry: dict[str, Any] = {
                 "type": action["type"],
-                "description": _substitute(action["description"], fill),
+                "description": fill_template(action["description"], fill),
             }
             if action["type"] == "create":
                 entry["resource"] = fill_template(

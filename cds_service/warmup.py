@@ -78,8 +78,8 @@ def warm_up(runtime: Runtime) -> None:
     for unit in ("mg/dL", "mmol/L", "mg/L", "meq/L", "g/dL", "g/L"):
         concentration(Quantity(1.0, unit, unit), "mg/dL", CALCIUM)
     record = PatientRecord(
-        patient_id="warm-up",
-        patient={"resourceType": "Patient", "id": "warm-up", "birthDate": "1950-01-01"},
+        patient_id=WARM_PATIENT,
+        patient={"resourceType": "Patient", "id": WARM_PATIENT, "birthDate": "1950-01-01"},
         conditions=[
             _condition("I63.9"),
             _condition("R25.2"),
@@ -89,11 +89,11 @@ def warm_up(runtime: Runtime) -> None:
     )
     clock = Clock()
     for spec in runtime.knowledge.services:
-        context: dict[str, Any] = {"userId": "Practitioner/warm-up", "patientId": "warm-up"}
+        context: dict[str, Any] = {"userId": "Practitioner/warm-up", "patientId": WARM_PATIENT}
         if spec.hook in {"order-select", "order-sign"}:
             context.update(_draft_order_context("baclofen 10 MG Oral Tablet"))
         hook = HookInput(spec.hook, context, record, runtime.knowledge, clock.now())
-        render_cards(EVALUATORS[spec.evaluator](hook), runtime.knowledge, clock, "warm-up")
+        render_cards(EVALUATORS[spec.evaluator](hook), runtime.knowledge, clock, WARM_PATIENT)
 
 
 def warm_worker(app: Flask) -> None:

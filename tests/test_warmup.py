@@ -90,6 +90,8 @@ def test_a_dry_run_call_is_recorded_once_the_block_ends(client: FlaskClient, app
     runtime = app.extensions["cds_runtime"]
     spec = runtime.knowledge.services[0]
     body = warm_up_request(spec, NOW.date())
+    with runtime.dry_run():
+        call_service(runtime, spec.id, body)
     response = client.post(f"/cds-services/{spec.id}", json=body)
     assert response.status_code == 200 and response.get_json()["cards"]
     runtime.recorder.flush()
