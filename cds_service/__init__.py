@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
@@ -55,6 +55,17 @@ def create_app(
     warm_up(runtime)
     app.extensions["cds_runtime"] = runtime
 
+    _add_cors(app, settings)
+    app.register_blueprint(api.bp)
+    _register_error_handlers(app)
+    if settings.auth == "off":
+        log.warning("client JWT verification is OFF (CDS_AUTH=off): for local development only")
+    return app
+
+
+def _add_cors(app: Flask, settings: Settings) -> None:
+    """CORS for the CDS endpoints (browser clients such as the CDS Hooks sandbox), by flask-cors."""
+    registered = list(app.after_request_funcs.get(None, []))
     CORS(
         app,
         resources={r"/cds-services*": {}},
@@ -63,11 +74,20 @@ def create_app(
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,
     )
-    app.register_blueprint(api.bp)
-    _register_error_handlers(app)
-    if settings.auth == "off":
-        log.warning("client JWT verification is OFF (CDS_AUTH=off): for local development only")
-    return app
+    added: list[Any] = [f for f in app.after_request_funcs[None] if f not in registered]
+    app.after_request_funcs[None] = registered
+
+    # Only a browser's cross-origin request carries an Origin header, and only it reads CORS
+    # headers: EHR servers calling from their back end (most calls) skip the work. The answer
+    # then depends on the Origin header, which Vary tells caches.
+    @app.after_request
+    def cors_for_browsers(response: Response) -> Response:
+        if "Origin" not in request.headers:
+            response.headers.add("Vary", "Origin")
+            return response
+        for hook in added:
+            response = hook(response)
+        return response
 
 
 def _register_error_handlers(app: Flask) -> None:

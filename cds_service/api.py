@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
 from cds_service.feedback import receive_feedback
 from cds_service.hooks import call_service
-from cds_service.metrics import LATENCY, REQUESTS, exposition
+from cds_service.metrics import count_request, exposition
 from cds_service.runtime import Runtime
 from cds_service.store import ping
 
@@ -155,26 +155,28 @@ def _authenticate() -> None:
 @bp.after_app_request
 def _access_log(response: Response) -> Response:
     # Request logs name the route, service, status, latency and card count, never bodies, headers or ids.
-    if runtime().in_dry_run:
+    rt = runtime()
+    if rt.in_dry_run:
         return response
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    elapsed_ms = elapsed * 1000
-    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    service = g.get("service_id") or ""
-    if service and not runtime().services_with_id(service):
+    rule = request.url_rule
+    endpoint = rule.rule if rule else "unmatched"
+    service_id = g.get("service_id")
+    service = service_id or ""
+    if service and not rt.services_with_id(service):
         service = "unknown"  # the path is caller-controlled: keep label values bounded
+    status = response.status_code
     if endpoint != "/metrics":
-        REQUESTS.labels(endpoint, service, str(response.status_code)).inc()
-        LATENCY.labels(endpoint, service).observe(elapsed)
+        count_request(endpoint, service, status, elapsed)
     log.info(
         "request",
         extra={
             "method": request.method,
-            "route": request.url_rule.rule if request.url_rule else None,
-            "service_id": g.get("service_id"),
+            "route": rule.rule if rule else None,
+            "service_id": service_id,
             "hook": g.get("hook"),
-            "status": response.status_code,
-            "latency_ms": round(elapsed_ms, 1),
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 1),
             "cards": g.get("card_count"),
         },
     )

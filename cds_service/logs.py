@@ -66,6 +66,12 @@ def configure_logging(level: str) -> None:
     if any(getattr(h, "_cds_json", False) for h in logger.handlers):
         logger.setLevel(level)
         return
+    # The JSON lines carry none of the thread, process or source-line attributes a log record
+    # gathers by default: skip working them out (the logging HOWTO's "Optimization" section).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler._cds_json = True  # type: ignore[attr-defined]

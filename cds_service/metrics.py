@@ -7,6 +7,7 @@ Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (an empty, writ
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +39,24 @@ FEEDBACK = Counter(
 STORE_FAILURES = Counter(
     "cds_store_failures_total", "Database operations that failed", ["operation"]
 )
+
+
+# The labelled request counter and latency histogram of each (endpoint, service, status) seen:
+# looked up once rather than on every request. Label values are bounded (routes, known service ids
+# or "unknown", statuses), and so is this map.
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def count_request(endpoint: str, service: str, status: int, seconds: float) -> None:
+    """Count one answered request and observe its latency."""
+    series = _REQUEST_SERIES.get((endpoint, service, status))
+    if series is None:
+        series = _REQUEST_SERIES[(endpoint, service, status)] = (
+            REQUESTS.labels(endpoint, service, str(status)),
+            LATENCY.labels(endpoint, service),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def exposition() -> tuple[bytes, str]:

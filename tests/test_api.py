@@ -213,6 +213,20 @@ def test_cors_origins_are_configurable(tmp_path: Path) -> None:
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
+def test_cors_headers_answer_browsers_only(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, cors_origins=(SANDBOX,)), clock=fixed_clock(NOW))
+    client = app.test_client()
+    browser = client.post(
+        f"/cds-services/{SERVICE_ID}", json=request_body(), headers={"Origin": SANDBOX}
+    )
+    server = client.post(f"/cds-services/{SERVICE_ID}", json=request_body())
+    assert browser.status_code == server.status_code == 200
+    assert browser.headers["Access-Control-Allow-Origin"] == SANDBOX
+    # An EHR's back end sends no Origin: no CORS headers, and caches are told the answer varies.
+    assert not [h for h, _ in server.headers.items() if h.startswith("Access-Control-")]
+    assert "Origin" in server.headers.get_all("Vary")
+
+
 def test_health_and_readiness(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 
-from cds_service.clock import Clock, fixed_clock
+from cds_service.clock import Clock, after_fork, fixed_clock
 
 
 def test_card_ids_are_rfc_9562_version_7_uuids_in_issue_order() -> None:
@@ -24,3 +25,24 @@ def test_fixed_clock_counts_ids_up_from_its_seed() -> None:
     clock = fixed_clock(at, seed=5)
     assert clock.now() == at
     assert [clock.new_id() for _ in range(2)] == [str(uuid.UUID(int=6)), str(uuid.UUID(int=7))]
+
+
+def test_a_forked_worker_draws_other_ids_than_its_master() -> None:
+    clock = Clock()
+    clock.new_id()  # the master has drawn ids before forking its workers
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: what `cds-service serve` does after fork, then draw ids
+        try:
+            after_fork()
+            os.write(write_end, " ".join(clock.new_id() for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    master = {clock.new_id() for _ in range(50)}
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        worker = set(pipe.read().split())
+    assert len(worker) == 50
+    # The same millisecond and counter may come up in both; the random bits must not.
+    assert {i[-12:] for i in master}.isdisjoint({i[-12:] for i in worker})
