@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from cds_service.fhir.data import Resource, items, iter_bundle, parse_date, reference_id
 
 if TYPE_CHECKING:
-    from cds_service.knowledge.valuesets import CodeIndex, Medicine
+    from cds_service.knowledge.valuesets import CodeIndex, Medicine, MedicineCatalog
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,15 @@ class PatientRecord:
     procedures: list[Resource] = field(default_factory=list)
     medications: dict[str, Resource] = field(default_factory=dict)
     draft_orders: list[Resource] = field(default_factory=list)
+    # The knowledge's medicine catalog, set by the HookInput the record is given to (the FHIR layer
+    # itself knows no value sets).
+    catalog: MedicineCatalog | None = field(default=None, repr=False, compare=False)
     # Per-call memos of rules/common.py, filed under id() of a resource or list: the rules ask the
-    # same questions of the same resources many times per call. Each entry of `medicines`,
-    # `indexes` and `names` holds its object, so an id cannot be reused while the record lives;
-    # `memberships` (value set id -> id(medicine) -> in it) is filled only for medicines held
-    # in `medicines`.
-    memberships: dict[str, dict[int, bool]] = field(default_factory=dict, repr=False, compare=False)
-    medicines: dict[int, Medicine] = field(default_factory=dict, repr=False, compare=False)
+    # same questions of the same resources many times per call. Each entry holds its object, so an
+    # id cannot be reused while the record lives.
+    medicines: dict[int, tuple[Resource, Medicine]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
     indexes: dict[int, CodeIndex] = field(default_factory=dict, repr=False, compare=False)
     names: dict[int, tuple[Resource, str]] = field(default_factory=dict, repr=False, compare=False)
 

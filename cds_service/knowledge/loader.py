@@ -14,7 +14,12 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
-from cds_service.knowledge.valuesets import SystemNames, ValueSet, normalize_code
+from cds_service.knowledge.valuesets import (
+    MedicineCatalog,
+    SystemNames,
+    ValueSet,
+    normalize_code,
+)
 from cds_service.prefetch import PrefetchTemplate
 
 # `${codes:a,b}` in a prefetch query: the codes of those value sets as a FHIR token OR-list.
@@ -85,6 +90,12 @@ class Knowledge:
     override_reasons: dict[str, Any]
     services: tuple[ServiceSpec, ...]
     directory: Path = field(default=Path("cards"))
+    # Which value sets a medicine is in (built from `valuesets`; see MedicineCatalog).
+    catalog: MedicineCatalog = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        systems = next(iter(self.valuesets.values())).systems if self.valuesets else SystemNames({})
+        object.__setattr__(self, "catalog", MedicineCatalog(self.valuesets.values(), systems))
 
     def valueset(self, vs_id: str) -> ValueSet:
         """The value set with this id (a missing id is a programming error caught by the tests)."""

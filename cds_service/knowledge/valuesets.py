@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from cds_service.fhir.data import Code, Resource, coded, codings, items, texts
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -152,17 +154,15 @@ class ValueSet:
 
 
 class Medicine:
-    """A medicine's concepts reduced once per call to what value-set tests read.
+    """A medicine's concepts reduced to what value-set tests read: its code keys and its texts (as
+    sent, lower-cased, and as words), and, once a `MedicineCatalog` made it, every value set it is in.
 
-    Rules ask whether the same few medicines are in a dozen value sets each; the keys and the
-    lower-cased texts and words are worked out once per call rather than once per question.
+    It depends on the concepts alone, so a catalog shares one per distinct medicine across calls.
     """
 
-    __slots__ = ("_names", "keys", "lowered", "request", "systems", "texts", "words")
+    __slots__ = ("_names", "in_sets", "keys", "lowered", "texts", "words")
 
-    def __init__(self, request: Resource, concepts: list[Any], systems: SystemNames) -> None:
-        self.request = request  # held so that the id() a memo files this under is not reused
-        self.systems = systems
+    def __init__(self, concepts: list[Any], systems: SystemNames) -> None:
         keys: list[Key] = []
         found: list[str] = []
         for concept in concepts:
@@ -175,6 +175,7 @@ class Medicine:
         self.texts = tuple(found)
         self.lowered = tuple([s.lower() for s in found])
         self.words = frozenset(_WORD.findall(" ".join(self.lowered)))
+        self.in_sets: frozenset[str] = frozenset()
         self._names: dict[str, str | None] = {}
 
     def name_in(self, vs: ValueSet) -> str | None:
@@ -182,6 +183,76 @@ class Medicine:
         if vs.id not in self._names:
             self._names[vs.id] = vs.name_in(self.texts)
         return self._names[vs.id]
+
+
+# Distinct medicines a catalog keeps (a few KB each); past that, new ones are worked out per call.
+MAX_CACHED_MEDICINES = 2_000
+
+
+class MedicineCatalog:
+    """Every value set a medicine is in, found at once: the value sets' codes and the first words of
+    their names are indexed, so a medicine is tested only against the sets it could be in.
+
+    The same `ValueSet.matches_medicine` answers, for all value sets in one go. Medicines seen before
+    are answered from a bounded cache keyed by their concepts' JSON: EHRs send the same products
+    over and over, and a call asks about each of its medicines a few dozen times.
+    """
+
+    def __init__(
+        self,
+        valuesets: Iterable[ValueSet],
+        systems: SystemNames,
+        max_cached: int = MAX_CACHED_MEDICINES,
+    ) -> None:
+        self.systems = systems
+        self.max_cached = max_cached
+        by_key: dict[Key, set[str]] = {}
+        by_word: dict[str, list[ValueSet]] = {}
+        any_text: list[ValueSet] = []
+        for vs in valuesets:
+            for key in vs.codes:
+                by_key.setdefault(key, set()).add(vs.id)
+            if vs.text_pattern is None:
+                continue
+            if vs.first_words is None:
+                any_text.append(vs)
+            else:
+                for word in vs.first_words:
+                    by_word.setdefault(word, []).append(vs)
+        self._by_key = {key: frozenset(ids) for key, ids in by_key.items()}
+        self._by_word = by_word
+        self._any_text = tuple(any_text)
+        self._cache: dict[bytes, Medicine] = {}
+
+    def medicine(self, concepts: list[Any]) -> Medicine:
+        """The medicine these concepts describe, with the value sets it is in."""
+        try:
+            signature = orjson.dumps(concepts)
+        except orjson.JSONEncodeError:  # not plain JSON (only possible for data built in code)
+            return self._reduce(concepts)
+        found = self._cache.get(signature)
+        if found is None:
+            found = self._reduce(concepts)
+            if len(self._cache) < self.max_cached:
+                self._cache[signature] = found
+        return found
+
+    def _reduce(self, concepts: list[Any]) -> Medicine:
+        medicine = Medicine(concepts, self.systems)
+        found: set[str] = set()
+        for key in medicine.keys:
+            ids = self._by_key.get(key)
+            if ids:
+                found |= ids
+        candidates = list(self._any_text)
+        for word in medicine.words:
+            candidates.extend(self._by_word.get(word, ()))
+        for vs in candidates:
+            regex = vs.text_pattern
+            if vs.id not in found and regex and any(regex.search(s) for s in medicine.lowered):
+                found.add(vs.id)
+        medicine.in_sets = frozenset(found)
+        return medicine
 
 
 def _read_concept(

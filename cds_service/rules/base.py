@@ -20,6 +20,12 @@ class HookInput:
     knowledge: Knowledge
     now: datetime
 
+    def __post_init__(self) -> None:
+        # The rules ask the record which value sets a medicine is in: it answers with this knowledge.
+        if self.record.catalog is not self.knowledge.catalog:
+            self.record.catalog = self.knowledge.catalog
+            self.record.medicines.clear()
+
 
 @dataclass(frozen=True)
 class Finding:

@@ -15,7 +15,7 @@ from cds_service.fhir.data import (
     status_of,
 )
 from cds_service.fhir.record import PatientRecord
-from cds_service.knowledge.valuesets import CodeIndex, Medicine, SystemNames, ValueSet
+from cds_service.knowledge.valuesets import CodeIndex, Medicine, ValueSet
 from cds_service.rules.base import HookInput
 
 # FHIR statuses that make a result or diagnosis count (R4 ObservationStatus, condition-ver-status).
@@ -102,26 +102,19 @@ def medications_in(
 ) -> list[Resource]:
     """Medicines (current ones unless `requests` is given) in `vs` by product or ingredient code or name."""
     pool = current_medications(record) if requests is None else requests
-    # This loop runs a few hundred times per order-sign call: answers are memoised per call.
-    known = record.memberships.setdefault(vs.id, {})
-    found = []
-    for request in pool:
-        member = known.get(id(request))
-        if member is None:
-            member = known[id(request)] = vs.matches_medicine(
-                medicine_of(record, request, vs.systems)
-            )
-        if member:
-            found.append(request)
-    return found
+    vs_id = vs.id
+    return [request for request in pool if vs_id in medicine_of(record, request).in_sets]
 
 
-def medicine_of(record: PatientRecord, request: Resource, systems: SystemNames) -> Medicine:
-    """A medicine's keys and texts for value-set tests, worked out once per call."""
-    medicine = record.medicines.get(id(request))
-    if medicine is None or medicine.request is not request or medicine.systems is not systems:
-        medicine = Medicine(request, medication_concepts(record, request), systems)
-        record.medicines[id(request)] = medicine
+def medicine_of(record: PatientRecord, request: Resource) -> Medicine:
+    """A medicine's keys, texts and value sets, looked up once per call (in the knowledge's catalog)."""
+    known = record.medicines.get(id(request))
+    if known is not None and known[0] is request:
+        return known[1]
+    if record.catalog is None:
+        raise RuntimeError("the record was not given the knowledge's medicine catalog (HookInput)")
+    medicine = record.catalog.medicine(medication_concepts(record, request))
+    record.medicines[id(request)] = (request, medicine)
     return medicine
 
 

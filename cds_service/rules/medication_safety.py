@@ -150,7 +150,7 @@ def quinine_for_cramps(hook: HookInput) -> list[Finding]:
 def identity(hook: HookInput, request: Resource, vs: ValueSet) -> str:
     """One key per drug, not per product: the ingredient name found in its text or coding displays
     (two strengths of gabapentin are one drug), else its first RxNorm code, else its name."""
-    name = medicine_of(hook.record, request, vs.systems).name_in(vs)
+    name = medicine_of(hook.record, request).name_in(vs)
     if name:
         return name
     for concept in medication_concepts(hook.record, request):

@@ -9,7 +9,13 @@ import pytest
 
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.valuesets import CodeIndex, Medicine, SystemNames, ValueSet
+from cds_service.knowledge.valuesets import (
+    CodeIndex,
+    Medicine,
+    MedicineCatalog,
+    SystemNames,
+    ValueSet,
+)
 from cds_service.rules.common import conditions_in, medications_in, results_in
 from cds_service.units import concentration
 
@@ -39,11 +45,28 @@ CONCEPTS: list[Any] = [
 def test_medicine_answers_as_matches_medication(knowledge: Knowledge) -> None:
     for concept in CONCEPTS:
         for vs in knowledge.valuesets.values():
-            medicine = Medicine({}, [concept], vs.systems)
+            medicine = Medicine([concept], vs.systems)
             assert vs.matches_medicine(medicine) == vs.matches_medication([concept]), (
                 vs.id,
                 concept,
             )
+
+
+def test_the_catalog_finds_every_value_set_a_medicine_is_in(knowledge: Knowledge) -> None:
+    catalog = MedicineCatalog(knowledge.valuesets.values(), knowledge.catalog.systems)
+    for concept in [*CONCEPTS, *([c, c] for c in CONCEPTS)]:
+        concepts = concept if isinstance(concept, list) else [concept]
+        expected = {vs.id for vs in knowledge.valuesets.values() if vs.matches_medication(concepts)}
+        assert catalog.medicine(concepts).in_sets == expected, concept  # worked out
+        assert catalog.medicine(concepts).in_sets == expected, concept  # from the cache
+
+
+def test_the_catalog_cache_is_bounded(knowledge: Knowledge) -> None:
+    catalog = MedicineCatalog(knowledge.valuesets.values(), knowledge.catalog.systems, max_cached=3)
+    for n in range(10):
+        medicine = catalog.medicine([{"text": f"baclofen {n} mg"}])
+        assert "baclofen" in medicine.in_sets
+    assert len(catalog._cache) == 3
 
 
 def test_the_first_word_filter_never_hides_a_name() -> None:
@@ -51,7 +74,7 @@ def test_the_first_word_filter_never_hides_a_name() -> None:
     vs = ValueSet("t", "t", "medication", frozenset(), ("co-careldopa", "st john's wort"), systems)
     assert vs.first_words == frozenset({"co", "st"})
     for text in ["Co-careldopa 25/100", "x st john's wort", "costa", "st. john's wort"]:
-        medicine = Medicine({}, [{"text": text}], systems)
+        medicine = Medicine([{"text": text}], systems)
         expected = vs.text_pattern is not None and bool(vs.text_pattern.search(text.lower()))
         assert vs.matches_medicine(medicine) is expected
     # A name that starts with a non-word character turns the filter off.
@@ -91,6 +114,7 @@ def test_memoised_record_queries_match_a_plain_scan(knowledge: Knowledge) -> Non
             {"status": "active", "medicationCodeableConcept": c} for c in CONCEPTS
         ],
     )
+    record.catalog = knowledge.catalog
     calcium = knowledge.valueset("calcium-any")
     assert [o["issued"] for o in results_in(record, calcium)] == ["2025-02-01", "2025-01-01"]
     assert conditions_in(record, knowledge.valueset("leg-cramps"), active_only=True)
