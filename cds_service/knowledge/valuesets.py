@@ -283,13 +283,33 @@ class CodeIndex:
         self.systems = systems
         self._positions: dict[Key, list[int]] = {}
         where = self._positions
+        known = systems._keys
+        # `SystemNames.key_list` of each resource's code, written out: this loop runs once per
+        # resource of every list a rule asks about, on every call.
         for position, resource in enumerate(resources):
-            for key in systems.key_list(resource.get("code")):
-                positions = where.get(key)
-                if positions is None:
-                    where[key] = [position]
-                elif positions[-1] != position:  # two codings of one resource, one key
-                    positions.append(position)
+            code = resource.get("code")
+            if isinstance(code, dict):
+                concepts: list[Any] = [code]
+            elif isinstance(code, list):
+                concepts = code
+            else:
+                continue
+            for concept in concepts:
+                raw = concept.get("coding") if isinstance(concept, dict) else None
+                if not isinstance(raw, list):
+                    continue
+                for coding in raw:
+                    if not isinstance(coding, dict):
+                        continue
+                    system, value = coding.get("system"), coding.get("code")
+                    if not isinstance(system, str) or not isinstance(value, str):
+                        continue
+                    for key in known.get((system, value)) or systems.coding_keys(system, value):
+                        positions = where.get(key)
+                        if positions is None:
+                            where[key] = [position]
+                        elif positions[-1] != position:  # two codings of one resource, one key
+                            positions.append(position)
         self._keys = frozenset(self._positions)
 
     def coded_in(self, vs: ValueSet) -> list[Resource]:
