@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from cds_service.clock import Clock
@@ -12,6 +13,7 @@ from cds_service.rules.base import Finding
 CARD_KIND_SYSTEM = "urn:leg-cramps-cds:card-kind"
 SUMMARY_LIMIT = 139  # CDS Hooks: "<140-character summary"
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+ADVISORY = "_Advisory only: this card supports, and does not replace, clinical judgement._"
 
 
 class _Facts(dict[str, Any]):
@@ -34,44 +36,77 @@ def render_card(
 ) -> dict[str, Any]:
     """One card: summary, Markdown detail with evidence and sources, source, suggestions, reasons."""
     kind = knowledge.cards[finding.kind]
+    fixed = _fixed_parts(finding.kind, kind, knowledge)
     facts = _Facts(finding.facts)
     summary = kind["summary"].format_map(facts)
     if len(summary) > SUMMARY_LIMIT:
         summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
+    parts = [kind["detail"].format_map(facts).strip()]
+    if finding.evidence:
+        parts.append("**Evidence**\n\n" + "\n".join(finding.evidence))
+    parts.append(fixed.sources)
     card: dict[str, Any] = {
         "uuid": clock.new_id(),
         "summary": summary,
         "indicator": finding.indicator or kind["indicator"],
-        "detail": _detail(kind, finding, facts, knowledge),
-        "source": _source(finding.kind, kind),
+        "detail": "\n\n".join(parts),
+        "source": fixed.source,
     }
     suggestions = _suggestions(kind, finding, knowledge, clock, patient_id)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = kind.get("selection_behavior", "any")
-    reasons = kind.get("override_reasons")
-    if reasons:
-        table = knowledge.override_reasons
-        card["overrideReasons"] = [
-            {"system": table["system"], "code": code, "display": table["codes"][code]}
-            for code in reasons
-        ]
-    links = kind.get("links")
-    if links:
-        card["links"] = [
-            {"label": link["label"], "url": link["url"], "type": "absolute"} for link in links
-        ]
+    if fixed.override_reasons:
+        card["overrideReasons"] = fixed.override_reasons
+    if fixed.links:
+        card["links"] = fixed.links
     return card
 
 
-def _detail(kind: dict[str, Any], finding: Finding, facts: _Facts, knowledge: Knowledge) -> str:
-    parts = [kind["detail"].format_map(facts).strip()]
-    if finding.evidence:
-        parts.append("**Evidence**\n\n" + "\n".join(finding.evidence))
+@dataclass(frozen=True)
+class _FixedParts:
+    """What every card of a kind says whatever the patient: built once per kind, shared by its cards
+    (a card is serialised as it is returned, never changed afterwards)."""
+
+    sources: str
+    source: dict[str, Any]
+    override_reasons: list[dict[str, str]]
+    links: list[dict[str, str]]
+
+
+# Card kind dict (by id) -> what the parts were built from (held, so ids stay theirs) and the parts.
+_FIXED: dict[int, tuple[tuple[Any, ...], _FixedParts]] = {}
+
+
+def _fixed_parts(kind_id: str, kind: dict[str, Any], knowledge: Knowledge) -> _FixedParts:
+    inputs = (
+        kind,
+        kind["sources"],
+        kind["source"],
+        kind.get("override_reasons"),
+        kind.get("links"),
+        knowledge.sources,
+        knowledge.override_reasons,
+    )
+    known = _FIXED.get(id(kind))
+    if known is not None and all(a is b for a, b in zip(known[0], inputs, strict=True)):
+        return known[1]
     citations = [f"- {knowledge.sources[key]['citation']}" for key in kind["sources"]]
-    parts.append("**Sources**\n\n" + "\n".join(citations))
-    parts.append("_Advisory only: this card supports, and does not replace, clinical judgement._")
-    return "\n\n".join(parts)
+    table = knowledge.override_reasons
+    parts = _FixedParts(
+        sources="**Sources**\n\n" + "\n".join(citations) + "\n\n" + ADVISORY,
+        source=_source(kind_id, kind),
+        override_reasons=[
+            {"system": table["system"], "code": code, "display": table["codes"][code]}
+            for code in kind.get("override_reasons") or ()
+        ],
+        links=[
+            {"label": link["label"], "url": link["url"], "type": "absolute"}
+            for link in kind.get("links") or ()
+        ],
+    )
+    _FIXED[id(kind)] = (inputs, parts)
+    return parts
 
 
 def _source(kind_id: str, kind: dict[str, Any]) -> dict[str, Any]:
@@ -92,13 +127,16 @@ def _source(kind_id: str, kind: dict[str, Any]) -> dict[str, Any]:
 def _suggestions(
     kind: dict[str, Any], finding: Finding, knowledge: Knowledge, clock: Clock, patient_id: str
 ) -> list[dict[str, Any]]:
+    specs = kind.get("suggestions")
+    if not specs:
+        return []
     fill = {
         "patient_id": patient_id,
         "today": clock.now().date().isoformat(),
         **{k: str(v) for k, v in finding.facts.items()},
     }
     suggestions = []
-    for spec in kind.get("suggestions", []):
+    for spec in specs:
         condition = spec.get("when")
         if condition and finding.facts.get(condition) is not True:
             continue
