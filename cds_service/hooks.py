@@ -12,7 +12,7 @@ from cds_service.fatigue import fingerprint, snoozed
 from cds_service.fhir.client import FhirClient, FhirFetchError
 from cds_service.fhir.record import record_from_prefetch
 from cds_service.knowledge.loader import ServiceSpec
-from cds_service.metrics import CARDS, SNOOZED
+from cds_service.metrics import CARDS, SNOOZED, inc
 from cds_service.prefetch import gather
 from cds_service.protocol.schemas import context_schema_for, validate
 from cds_service.render import render_cards
@@ -111,7 +111,7 @@ def _without_snoozed(
     kept = []
     for finding in findings:
         if snoozed(finding, runtime.knowledge, overrides, now):
-            SNOOZED.labels(service_id, finding.kind).inc()
+            inc(SNOOZED, service_id, finding.kind)
         else:
             kept.append(finding)
     return kept
@@ -129,7 +129,7 @@ def _record(
     if runtime.in_dry_run:
         return
     for card, _ in cards:
-        CARDS.labels(service_id, card["source"]["topic"]["code"], card["indicator"]).inc()
+        inc(CARDS, service_id, card["source"]["topic"]["code"], card["indicator"])
     if not cards or not runtime.store_available():
         return
     issued = [

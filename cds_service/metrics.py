@@ -59,6 +59,19 @@ def count_request(endpoint: str, service: str, status: int, seconds: float) -> N
     series[1].observe(seconds)
 
 
+# Labelled children of the other counters, looked up once per label set (values bounded by the
+# knowledge base: services, card kinds, indicators).
+_SERIES: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+
+
+def inc(counter: Counter, *labels: str) -> None:
+    """Add one to the series of `counter` with these label values."""
+    series = _SERIES.get((counter, labels))
+    if series is None:
+        series = _SERIES[(counter, labels)] = counter.labels(*labels)
+    series.inc()
+
+
 def exposition() -> tuple[bytes, str]:
     """The metrics text and its content type (aggregated across workers in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

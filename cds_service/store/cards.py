@@ -7,12 +7,11 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, func, insert, select, text
+from sqlalchemy import Engine, bindparam, func, select
 
 from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
 from cds_service.store.schema import feedback, issued_cards
@@ -29,9 +28,8 @@ def evidence_hash(kind: str, facts: dict[str, Any], evidence: Iterable[str]) -> 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class IssuedCard:
-    """One card as recorded."""
+class IssuedCard(NamedTuple):
+    """One card as recorded (a tuple: a hook call makes several, and they are cheap to build)."""
 
     card_uuid: str
     service_id: str
@@ -91,28 +89,70 @@ def _as_datetime(value: datetime | str) -> datetime:
     return _aware(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
 
-_INSERT_ISSUED = insert(issued_cards)
-_NO_WAIT_POSTGRESQL = text("SET LOCAL synchronous_commit TO OFF")
-_NO_WAIT_SQLITE = text("PRAGMA synchronous = NORMAL")
+# Rows per INSERT statement: SQLite steps (and releases Python's GIL) once per statement, not once
+# per row as executemany does, and 100 rows x 7 columns stays under every SQLite's 999 parameters.
+_ROWS_PER_INSERT = 100
+_ISSUED_COLUMNS = tuple(column.name for column in issued_cards.c)
 
 
 def record_issued(url: str, cards: list[IssuedCard]) -> None:
     """Store the cards just returned (one transaction)."""
     if not cards:
         return
-    rows = [card.__dict__ for card in cards]
     try:
         engine = engine_for(url)
-        with engine.begin() as connection:
-            # This write is on every hook call and only feeds snoozing and reports: it need not wait
-            # for the disk (a crash may lose the last few records). Feedback keeps full durability.
-            if engine.dialect.name == "postgresql":
-                connection.execute(_NO_WAIT_POSTGRESQL)
+        dialect = engine.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
+        convert = _converters(engine)
+        rows = [
+            tuple(f(value) if f else value for value, f in zip(card, convert, strict=True))
+            for card in cards
+        ]
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            # This write is on every hook call and only feeds snoozing and reports: it need not
+            # wait for the disk (a crash may lose the last few records). Feedback keeps full
+            # durability.
+            if dialect.name == "postgresql":
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
             else:
-                connection.execute(_NO_WAIT_SQLITE)
-            connection.execute(_INSERT_ISSUED, rows)
-    except STORE_ERRORS as exc:
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                cursor.execute(_insert_sql(dialect.paramstyle, len(chunk)), _flat(chunk))
+            cursor.close()
+            connection.commit()
+        except dbapi_error:
+            connection.invalidate()  # a broken connection must not go back to the pool
+            raise
+        finally:
+            connection.close()
+    except (*STORE_ERRORS, dbapi_error) as exc:
         raise StoreUnavailable(type(exc).__name__) from None
+
+
+@cache
+def _converters(engine: Engine) -> tuple[Any, ...]:
+    # Each column's value as SQLAlchemy itself would bind it (SQLite keeps datetimes as text).
+    if IssuedCard._fields != _ISSUED_COLUMNS:
+        raise RuntimeError("IssuedCard's fields must be issued_cards' columns, in order")
+    return tuple(
+        column.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        for column in issued_cards.c
+    )
+
+
+@cache
+def _insert_sql(paramstyle: str, rows: int) -> str:
+    marker = "?" if paramstyle == "qmark" else "%s"
+    row = "(" + ", ".join([marker] * len(_ISSUED_COLUMNS)) + ")"
+    columns = ", ".join(_ISSUED_COLUMNS)
+    return f"INSERT INTO {issued_cards.name} ({columns}) VALUES " + ", ".join([row] * rows)
+
+
+def _flat(rows: list[tuple[Any, ...]]) -> list[Any]:
+    return [value for row in rows for value in row]
 
 
 def _aware(value: datetime) -> datetime:
