@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from functools import cache
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, bindparam, func, select
@@ -23,8 +23,17 @@ def patient_hash(key: str, patient_id: str) -> str:
 
 
 def evidence_hash(kind: str, facts: dict[str, Any], evidence: Iterable[str]) -> str:
-    """A fingerprint of what a card says about the patient; a new result changes it."""
-    canonical = json.dumps([kind, sorted((k, str(v)) for k, v in facts.items()), list(evidence)])
+    """A fingerprint of what a card says about the patient; a new result changes it.
+
+    The hashed text is, byte for byte, `json.dumps([kind, sorted((k, str(v)) for k, v in
+    facts.items()), list(evidence)])` (stored hashes must keep matching), written out with the
+    json module's own string encoder: every card of every call is fingerprinted.
+    """
+    pairs = ", ".join(
+        f"[{_json_string(k)}, {_json_string(str(v))}]" for k, v in sorted(facts.items())
+    )
+    lines = ", ".join(map(_json_string, evidence))
+    canonical = f"[{_json_string(kind)}, [{pairs}], [{lines}]]"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
