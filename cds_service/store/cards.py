@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from functools import cache
 from json.encoder import encode_basestring_ascii as _json_string
@@ -99,8 +99,10 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 
 # Rows per INSERT statement: SQLite steps (and releases Python's GIL) once per statement, not once
-# per row as executemany does, and 100 rows x 7 columns stays under every SQLite's 999 parameters.
-_ROWS_PER_INSERT = 100
+# per row as executemany does. Batches are cut into these sizes only (largest first), so a
+# connection caches at most seven prepared INSERTs rather than one per batch size seen; 64 rows x
+# 7 columns stays under every SQLite's 999 parameters.
+_INSERT_SIZES = (64, 32, 16, 8, 4, 2, 1)
 _ISSUED_COLUMNS = tuple(column.name for column in issued_cards.c)
 
 
@@ -127,8 +129,7 @@ def record_issued(url: str, cards: list[IssuedCard]) -> None:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
             else:
                 cursor.execute("PRAGMA synchronous = NORMAL")
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start : start + _ROWS_PER_INSERT]
+            for chunk in _chunks(rows):
                 cursor.execute(_insert_sql(dialect.paramstyle, len(chunk)), _flat(chunk))
             cursor.close()
             connection.commit()
@@ -158,6 +159,14 @@ def _insert_sql(paramstyle: str, rows: int) -> str:
     row = "(" + ", ".join([marker] * len(_ISSUED_COLUMNS)) + ")"
     columns = ", ".join(_ISSUED_COLUMNS)
     return f"INSERT INTO {issued_cards.name} ({columns}) VALUES " + ", ".join([row] * rows)
+
+
+def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    start = 0
+    for size in _INSERT_SIZES:
+        while len(rows) - start >= size:
+            yield rows[start : start + size]
+            start += size
 
 
 def _flat(rows: list[tuple[Any, ...]]) -> list[Any]:

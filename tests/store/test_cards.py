@@ -1,15 +1,26 @@
-"""Issued-card fingerprints: the hashed text never changes, so snoozes already stored keep matching."""
+"""Issued cards: fingerprints that never change (stored snoozes keep matching), and batch storing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select
 
-from cds_service.store.cards import evidence_hash
+from cds_service.store import engine_for, migrate
+from cds_service.store.cards import (
+    _INSERT_SIZES,
+    IssuedCard,
+    _chunks,
+    evidence_hash,
+    record_issued,
+)
+from cds_service.store.schema import issued_cards
 
 # Any text an EHR can put in a card (control characters, quotes, non-ASCII, astral planes).
 TEXT = st.text()
@@ -38,3 +49,31 @@ def test_a_changed_result_changes_the_fingerprint() -> None:
     before = evidence_hash("calcium-low", facts, ("- Calcium 8.1 mg/dL (2026-11-01)",))
     after = evidence_hash("calcium-low", facts, ("- Calcium 8.0 mg/dL (2026-11-20)",))
     assert before != after
+
+
+@pytest.mark.parametrize("count", [1, 7, 64, 100, 127, 300])
+def test_every_card_of_a_batch_is_stored_as_sqlalchemy_would_store_it(
+    database_url: str, count: int
+) -> None:
+    migrate(database_url)
+    at = datetime(2026, 11, 24, 9, 30, 1, 250, tzinfo=UTC)
+    cards = [
+        IssuedCard(f"00000000-0000-7000-8000-{n:012d}", "svc", "kind", "info", "p", "e", at)
+        for n in range(count)
+    ]
+    record_issued(database_url, cards)
+    with engine_for(database_url).connect() as connection:
+        rows = connection.execute(select(issued_cards).order_by(issued_cards.c.card_uuid)).all()
+    assert [r.card_uuid for r in rows] == [c.card_uuid for c in cards]
+    # Read back through SQLAlchemy's types: the stored time is the one given (SQLite keeps text).
+    assert {r.issued_at.replace(tzinfo=UTC) for r in rows} == {at}
+
+
+def test_batches_are_cut_into_a_few_statement_sizes() -> None:
+    # A connection caches one prepared INSERT per size: a size per batch length grew every
+    # worker's memory by megabytes (seen in `make bench`).
+    for count in range(300):
+        sizes = [len(chunk) for chunk in _chunks([(n,) for n in range(count)])]
+        assert sum(sizes) == count
+        assert set(sizes) <= set(_INSERT_SIZES)
+        assert len(sizes) <= count // _INSERT_SIZES[0] + len(_INSERT_SIZES)
