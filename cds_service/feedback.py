@@ -36,6 +36,11 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
         raise ServiceUnavailable(
             "feedback could not be stored; please send it again", retry_after=30
         ) from None
+    if any(item["outcome"] == "overridden" for item in items):
+        try:  # this worker's next calls for the patient see the override at once
+            runtime.overridden.refresh()
+        except StoreUnavailable:
+            runtime.store_failed("read overrides")
     if new:
         for item in items:
             FEEDBACK.labels(service_id, item["outcome"]).inc()

@@ -104,6 +104,8 @@ def _without_snoozed(
     if not findings or not runtime.store_available():
         return findings
     try:
+        if not runtime.overridden.may_include(patient):
+            return findings  # no clinician has overridden a card for this patient
         overrides = overrides_for(runtime.settings.database_url, patient)
     except StoreUnavailable:
         runtime.store_failed("snooze lookup")

@@ -18,6 +18,7 @@ from cds_service.config import Settings
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.loader import ServiceSpec
 from cds_service.metrics import STORE_FAILURES
+from cds_service.store.cards import OverriddenPatients
 from cds_service.store.recorder import CardRecorder
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Runtime:
     executor: ThreadPoolExecutor = field(init=False)
     verifier: Verifier | None = field(init=False, default=None)
     recorder: CardRecorder = field(init=False)
+    overridden: OverriddenPatients = field(init=False)
     _store_retry_at: float = field(init=False, default=0.0)
     _thread: threading.local = field(init=False, default_factory=threading.local)
 
@@ -46,6 +48,7 @@ class Runtime:
         )
         settings = self.settings
         self.recorder = CardRecorder(settings.database_url, self.store_failed)
+        self.overridden = OverriddenPatients(settings.database_url)
         if settings.auth == "jwt":
             assert settings.trusted_issuers and settings.public_base_url  # checked by load_settings
             self.verifier = Verifier(

@@ -107,7 +107,8 @@ def warm_worker(app: Flask) -> None:
     warm_up(runtime)
     settings = runtime.settings
     if runtime.store_available():
-        try:  # a read only: opens this worker's connection
+        try:  # reads only: open this worker's connection, and learn who has overridden cards
+            runtime.overridden.refresh()
             overrides_for(settings.database_url, patient_hash(settings.patient_hash_key or "", "-"))
         except StoreUnavailable:
             runtime.store_failed("warm-up snooze lookup")

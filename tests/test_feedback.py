@@ -211,6 +211,29 @@ def test_overridden_card_is_snoozed_until_evidence_or_time_changes(
     assert "calcium-low" in call(client)
 
 
+def test_an_override_stored_by_another_worker_holds_the_card_back_after_a_refresh(
+    store_app: Flask, tmp_path: Path, database_url: str, knowledge: Knowledge, clock: MovableClock
+) -> None:
+    other = create_app(
+        make_settings(tmp_path, database_url=database_url), clock=clock, knowledge=knowledge
+    )
+    try:
+        runtime = other.extensions["cds_runtime"]
+        ticks = [0.0]
+        runtime.overridden.monotonic = lambda: ticks[0]
+        worker_a, worker_b = store_app.test_client(), other.test_client()
+        first = call(worker_b)  # worker B has read the (empty) list of overridden patients
+        runtime.recorder.flush()  # B's record of the card is stored (its 50 ms batch window)
+        response = send(worker_a, item(first["calcium-low"], "overridden", overrideReason=REASON))
+        assert response.status_code == 200
+        # B learns of A's override when it next reads the list: at most a refresh period later.
+        ticks[0] += runtime.overridden.max_age
+        assert "calcium-low" not in call(worker_b)
+        assert runtime.overridden.max_age <= 1.0
+    finally:
+        other.extensions["cds_runtime"].close()
+
+
 def test_accepted_cards_are_not_snoozed(client: FlaskClient) -> None:
     first = call(client)
     send(client, item(first["calcium-low"], "accepted"))

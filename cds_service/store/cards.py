@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from functools import cache
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, NamedTuple
@@ -74,6 +77,73 @@ def overrides_for(url: str, patient: str) -> dict[tuple[str, str], datetime]:
     except (*STORE_ERRORS, dbapi_error) as exc:
         raise StoreUnavailable(type(exc).__name__) from None
     return {(kind, evidence): _as_datetime(when) for kind, evidence, when in rows}
+
+
+# How often a worker reads which patients have overridden cards, and how far back each read looks
+# beyond the newest override it already knows (late commits, clocks of other replicas).
+OVERRIDES_REFRESH_SECONDS = 1.0
+_OVERLAP = timedelta(minutes=5)
+
+
+class OverriddenPatients:
+    """The patients with any overridden card, as this worker last read them from the database.
+
+    A hook call for any other patient (nearly every call) skips the snooze read. The set is read
+    again when it is older than `max_age` seconds, so an override stored by another worker or
+    replica holds its card back from then on; this worker's own feedback refreshes it at once.
+    Patients only join the set (pruned feedback costs a needless read, never a missed snooze).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        max_age: float = OVERRIDES_REFRESH_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.max_age = max_age
+        self.monotonic = monotonic
+        self._patients: set[str] = set()
+        self._newest: datetime | None = None
+        self._read_at = -math.inf
+        self._lock = threading.Lock()
+
+    def may_include(self, patient: str) -> bool:
+        """Whether the patient may have an overridden card (StoreUnavailable if it cannot tell)."""
+        if self.monotonic() - self._read_at >= self.max_age:
+            self.refresh(wait=False)
+        return patient in self._patients
+
+    def refresh(self, wait: bool = True) -> None:
+        """Read the overrides received since the last read; without `wait`, a read another thread
+        is making already will do."""
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            since = self._newest - _OVERLAP if self._newest else None
+            for patient, received in _overridden_since(self.url, since):
+                self._patients.add(patient)
+                if self._newest is None or received > self._newest:
+                    self._newest = received
+            self._read_at = self.monotonic()
+        finally:
+            self._lock.release()
+
+
+def _overridden_since(url: str, since: datetime | None) -> list[tuple[str, datetime]]:
+    query = (
+        select(feedback.c.patient_hash, func.max(feedback.c.received_at))
+        .where(feedback.c.outcome == "overridden", feedback.c.patient_hash.is_not(None))
+        .group_by(feedback.c.patient_hash)
+    )
+    if since is not None:
+        query = query.where(feedback.c.received_at >= since)
+    try:
+        with engine_for(url).connect() as connection:
+            rows = connection.execute(query).all()
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(type(exc).__name__) from None
+    return [(patient, _aware(received)) for patient, received in rows]
 
 
 @cache
