@@ -25,6 +25,7 @@ class HookInput:
         if self.record.catalog is not self.knowledge.catalog:
             self.record.catalog = self.knowledge.catalog
             self.record.medicines.clear()
+            self.record.answers.clear()
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,16 @@ def relaxant_with_opioid_or_benzodiazepine(hook: HookInput) -> list[Finding]:
 
 def cns_active_burden(hook: HookInput, requests: list[Resource] | None = None) -> list[Finding]:
     """Three or more distinct CNS-active medicines, current or among `requests` (Beers 2023 Table 5)."""
+    # Asked once per CNS-active order with the same medicines: answered once per call.
+    memo = hook.record.answers
+    key = ("cns-active-burden", None if requests is None else frozenset(map(id, requests)))
+    if key not in memo:
+        memo[key] = _cns_active_burden(hook, requests)
+    found: list[Finding] = memo[key]
+    return found
+
+
+def _cns_active_burden(hook: HookInput, requests: list[Resource] | None) -> list[Finding]:
     kb = hook.knowledge
     cns_active = kb.valueset("cns-active")
     distinct: dict[str, Resource] = {}

@@ -18,6 +18,7 @@ from cds_service.rules.common import (
     current_medications,
     medication_name,
     medications_in,
+    medicine_of,
     reference,
     results_in,
 )
@@ -91,6 +92,12 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
     def is_(vs_id: str, requests: list[Resource]) -> list[Resource]:
         return medications_in(record, kb.valueset(vs_id), requests)
 
+    in_sets = medicine_of(record, order).in_sets
+
+    def ordered_is(vs_id: str) -> bool:
+        """Whether the ordered medicine is in the value set."""
+        return kb.valueset(vs_id).id in in_sets
+
     # A re-signed order may already be active: it is "not renewed" rather than "removed".
     stop = (
         f"Remove the draft order for {name}" if status(order) == "draft" else f"Do not renew {name}"
@@ -106,7 +113,7 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
     age = age_years(hook)
     older = age is not None and age >= kb.threshold("older-adult-age")
 
-    if older and is_("muscle-relaxants-beers", [order]):
+    if older and ordered_is("muscle-relaxants-beers"):
         found.append(
             Finding(
                 "beers-muscle-relaxant",
@@ -114,7 +121,7 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
                 evidence,
             )
         )
-    if is_("baclofen", [order]):
+    if ordered_is("baclofen"):
         found.extend(medication_safety.baclofen_with_low_egfr(hook, [order]))
     interacting = _tizanidine_partner(hook, order, context)
     if interacting:
@@ -133,9 +140,9 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
                 ),
             )
         )
-    if is_("quinine", [order]) and _for_cramps(hook, order):
+    if ordered_is("quinine") and _for_cramps(hook, order):
         found.append(Finding("quinine-for-cramps", base, evidence))
-    relaxant = bool(is_("muscle-relaxants", [order]))
+    relaxant = ordered_is("muscle-relaxants")
     if relaxant:
         others = [m for m in is_("muscle-relaxants", context) if not _same_drug(hook, m, order)]
         if others:
@@ -152,7 +159,7 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
                     ),
                 )
             )
-    depressant = bool(is_("opioids", [order]) or is_("benzodiazepines", [order]))
+    depressant = ordered_is("opioids") or ordered_is("benzodiazepines")
     if relaxant or depressant:
         partners = (
             (is_("opioids", context) + is_("benzodiazepines", context))
@@ -182,13 +189,13 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
                     ),
                 )
             )
-    if is_("cns-active", [order]):
+    if ordered_is("cns-active"):
         found.extend(medication_safety.cns_active_burden(hook, [order, *context]))
-    if is_("carisoprodol", [order]):
+    if ordered_is("carisoprodol"):
         found.append(Finding("carisoprodol-schedule-iv", base, evidence))
-    if is_("enzyme-inducing-antiepileptics", [order]):
+    if ordered_is("enzyme-inducing-antiepileptics"):
         found.append(Finding("enzyme-inducing-antiepileptic", {"medicines": name}, evidence))
-    if is_("calcium-supplements", [order]) and in_scope(hook) and not _any_calcium_result(hook):
+    if ordered_is("calcium-supplements") and in_scope(hook) and not _any_calcium_result(hook):
         found.append(Finding("calcium-order-without-result", base, evidence))
     return found
 
