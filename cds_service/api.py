@@ -12,12 +12,15 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
 from cds_service.feedback import receive_feedback
 from cds_service.hooks import call_service
+from cds_service.logs import RequestLog
 from cds_service.metrics import count_request, exposition
 from cds_service.runtime import Runtime
 from cds_service.store import ping
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger("cds_service.access")
+# Request lines are logged in batches off the request path (see RequestLog).
+REQUEST_LOG = RequestLog(log)
 
 
 def runtime() -> Runtime:
@@ -168,9 +171,8 @@ def _access_log(response: Response) -> Response:
     status = response.status_code
     if endpoint != "/metrics":
         count_request(endpoint, service, status, elapsed)
-    log.info(
-        "request",
-        extra={
+    REQUEST_LOG.write(
+        {
             "method": request.method,
             "route": rule.rule if rule else None,
             "service_id": service_id,
@@ -178,6 +180,6 @@ def _access_log(response: Response) -> Response:
             "status": status,
             "latency_ms": round(elapsed * 1000, 1),
             "cards": g.get("card_count"),
-        },
+        }
     )
     return response

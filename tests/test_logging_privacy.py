@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
 from cds_service import create_app
+from cds_service.api import REQUEST_LOG
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import Knowledge
 from cds_service.rules import EVALUATORS
@@ -140,12 +141,14 @@ class Logs:
 
     @property
     def stderr(self) -> str:
+        REQUEST_LOG.flush()  # request lines are logged in batches
         return self.output.getvalue()
 
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stderr.splitlines()]
 
     def records(self) -> list[logging.LogRecord]:
+        REQUEST_LOG.flush()
         # werkzeug's records are the fake FHIR server's own request log (it runs in this process).
         return [r for r in self.caplog.records if r.name != "werkzeug"]
 

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from cds_service.api import REQUEST_LOG
 from cds_service.hooks import call_service
 from cds_service.protocol.schemas import validate
 from cds_service.store import engine_for
@@ -62,6 +63,7 @@ def test_request_thread_warm_up_starts_every_thread_and_keeps_nothing(
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="warm-test") as pool:
         with caplog.at_level(logging.INFO, logger="cds_service"):
             warm_request_threads(app, pool, 4)
+            REQUEST_LOG.flush()  # request lines are logged in batches
         started = [t for t in threading.enumerate() if t.name.startswith("warm-test")]
         assert len(started) == 4  # each thread made its call at the same time as the others
         # The dry run ended with the warm-up: later calls on these threads are real ones.
