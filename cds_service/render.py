@@ -89,7 +89,7 @@ def _fixed_parts(kind_id: str, kind: dict[str, Any], knowledge: Knowledge) -> _F
         knowledge.override_reasons,
     )
     known = _FIXED.get(id(kind))
-    if known is not None and all(a is b for a, b in zip(known[0], inputs, strict=True)):
+    if known is not None and known[0] == inputs:  # tuples compare items by identity first
         return known[1]
     citations = [f"- {knowledge.sources[key]['citation']}" for key in kind["sources"]]
     table = knowledge.override_reasons

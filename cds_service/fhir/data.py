@@ -198,7 +198,7 @@ def quantity(value: Any) -> Quantity | None:
 
 def status_of(resource: Resource, element: str) -> set[str]:
     """The codes of a status CodeableConcept (Condition.clinicalStatus, verificationStatus)."""
-    return {c.code for c in codings(resource.get(element))}
+    return {code.strip() for _, code, _ in coded(resource.get(element))}
 
 
 def reference_id(reference: Any, resource_type: str) -> str | None:

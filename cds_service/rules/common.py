@@ -103,7 +103,15 @@ def medications_in(
     """Medicines (current ones unless `requests` is given) in `vs` by product or ingredient code or name."""
     pool = current_medications(record) if requests is None else requests
     vs_id = vs.id
-    return [request for request in pool if vs_id in medicine_of(record, request).in_sets]
+    memo = record.medicines
+    found = []
+    for request in pool:
+        # medicine_of, with its per-call memo read inline: this loop runs hundreds of times a call.
+        known = memo.get(id(request))
+        medicine = known[1] if known and known[0] is request else medicine_of(record, request)
+        if vs_id in medicine.in_sets:
+            found.append(request)
+    return found
 
 
 def medicine_of(record: PatientRecord, request: Resource) -> Medicine:

@@ -13,14 +13,15 @@ from cds_service.fhir.data import Resource, items, iter_bundle, status, valid_id
 from cds_service.rules import medication_safety
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
+    USABLE_RESULT,
     age_years,
+    coded_in,
     conditions_in,
     current_medications,
     medication_name,
     medications_in,
     medicine_of,
     reference,
-    results_in,
 )
 from cds_service.rules.patient_view import in_scope
 
@@ -233,4 +234,5 @@ def _same_drug(hook: HookInput, a: Resource, b: Resource) -> bool:
 
 
 def _any_calcium_result(hook: HookInput) -> bool:
-    return bool(results_in(hook.record, hook.knowledge.valueset("calcium-any")))
+    found = coded_in(hook.record, hook.record.observations, hook.knowledge.valueset("calcium-any"))
+    return any(status(r) in USABLE_RESULT for r in found)
