@@ -92,6 +92,10 @@ class PatientRecord:
         """A record from prefetch values (resources or Bundles); other patients' data is dropped."""
         record = cls(patient_id=patient_id)
         seen: set[tuple[str, str]] = set()
+        lists = {kind: getattr(record, name) for kind, name in _LIST_OF.items()}
+        # The usual subject, a plain reference to this patient, is recognised without parsing it
+        # (a patient id with a "/" in it is left to reference_id, which splits on it).
+        own = f"Patient/{patient_id}" if "/" not in patient_id else None
         for source in sources:
             if source is None:
                 continue
@@ -100,7 +104,27 @@ class PatientRecord:
                 iter_bundle(source) if source.get("resourceType") == "Bundle" else [(None, source)]
             )
             for full_url, resource in items:
-                record._add(full_url, resource, seen)
+                kind: Any = resource.get("resourceType")
+                found = lists.get(kind)
+                if found is None:
+                    record._add(full_url, resource, seen)  # Patient, Medication, or not read
+                    continue
+                rid = resource.get("id")
+                if isinstance(rid, str):
+                    if (kind, rid) in seen:
+                        continue
+                    seen.add((kind, rid))
+                subject = resource.get("subject") or resource.get("patient")
+                if (
+                    own is not None
+                    and isinstance(subject, dict)
+                    and subject.get("reference") == own
+                ) or record._belongs_to_patient(resource):
+                    found.append(resource)
+                else:
+                    log.warning(
+                        "dropped a resource about another patient", extra={"resource_type": kind}
+                    )
         return record
 
     def _add(self, full_url: str | None, resource: Resource, seen: set[tuple[str, str]]) -> None:
