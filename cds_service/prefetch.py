@@ -88,9 +88,10 @@ def classify(value: Any, present: bool) -> KeyState:
     if value.get("resourceType") == "OperationOutcome":
         return KeyState.NOT_FILLED
     if value.get("resourceType") == "Bundle":
-        entries = [e for e in items(value.get("entry")) if isinstance(e, dict)]
+        entries = (e for e in items(value.get("entry")) if isinstance(e, dict))
+        first = next(entries, None)
         # Stops at the first entry that is not an OperationOutcome (the first, for real data).
-        if entries and all(_is_outcome(e) for e in entries):
+        if first is not None and _is_outcome(first) and all(_is_outcome(e) for e in entries):
             return KeyState.NOT_FILLED
     return KeyState.PRESENT
 

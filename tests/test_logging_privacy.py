@@ -179,6 +179,7 @@ def logs(debug_app: Flask, caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
     configure_logging binds its handler to the sys.stderr of the first app built in the process,
     which under pytest is an earlier test's capture, so capfd/capsys would not see its lines.
     """
+    REQUEST_LOG.flush()  # earlier tests' request lines, not this one's
     caplog.set_level(logging.DEBUG)  # the root logger: the service's and every library's records
     handlers = [
         h for h in logging.getLogger("cds_service").handlers if getattr(h, "_cds_json", False)

@@ -60,6 +60,8 @@ def test_request_thread_warm_up_starts_every_thread_and_keeps_nothing(
 ) -> None:
     runtime = app.extensions["cds_runtime"]
     before = (_served("cds_requests_total"), _served("cds_cards_total"))
+    REQUEST_LOG.flush()  # earlier tests' request lines, not this one's
+    caplog.clear()
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="warm-test") as pool:
         with caplog.at_level(logging.INFO, logger="cds_service"):
             warm_request_threads(app, pool, 4)

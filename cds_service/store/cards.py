@@ -22,7 +22,14 @@ from cds_service.store.schema import feedback, issued_cards
 
 def patient_hash(key: str, patient_id: str) -> str:
     """A keyed hash (HMAC-SHA256) of a patient id: stable for snoozing, useless without the key."""
-    return hmac.new(key.encode(), patient_id.encode(), hashlib.sha256).hexdigest()
+    keyed = _keyed(key).copy()  # the key's own hashing is done once, not on every call
+    keyed.update(patient_id.encode())
+    return keyed.hexdigest()
+
+
+@cache
+def _keyed(key: str) -> hmac.HMAC:
+    return hmac.new(key.encode(), digestmod=hashlib.sha256)
 
 
 def evidence_hash(kind: str, facts: dict[str, Any], evidence: Iterable[str]) -> str:

@@ -19,6 +19,17 @@ from cds_service.store.cards import IssuedCard, record_issued
 
 log = logging.getLogger(__name__)
 
+# This process's id, kept current across forks (os.getpid() is a system call on every use).
+_pid = os.getpid()
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 class CardRecorder:
     """A bounded queue of issued cards and the thread that stores them in batches."""
@@ -68,13 +79,12 @@ class CardRecorder:
 
     def _ensure_thread(self) -> None:
         # Threads do not survive fork: a gunicorn worker starts its own writer on first use.
+        thread = self._thread
+        if thread is not None and self._owner_pid == _pid and thread.is_alive():
+            return  # the usual case, without a lock or a system call
         with self._lock:
-            if (
-                self._thread is None
-                or self._owner_pid != os.getpid()
-                or not self._thread.is_alive()
-            ):
-                self._owner_pid = os.getpid()
+            if self._thread is None or self._owner_pid != _pid or not self._thread.is_alive():
+                self._owner_pid = _pid
                 self._thread = threading.Thread(target=self._run, name="card-recorder", daemon=True)
                 self._thread.start()
 

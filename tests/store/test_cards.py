@@ -18,6 +18,7 @@ from cds_service.store.cards import (
     IssuedCard,
     _chunks,
     evidence_hash,
+    patient_hash,
     record_issued,
 )
 from cds_service.store.schema import issued_cards
@@ -77,3 +78,11 @@ def test_batches_are_cut_into_a_few_statement_sizes() -> None:
         assert sum(sizes) == count
         assert set(sizes) <= set(_INSERT_SIZES)
         assert len(sizes) <= count // _INSERT_SIZES[0] + len(_INSERT_SIZES)
+
+
+def test_patient_hashes_are_hmac_sha256_of_the_id_under_the_key() -> None:
+    import hmac
+
+    for key, patient in [("k1", "p-1"), ("k1", "p-2"), ("k2", "p-1"), ("k1", "p-1")]:
+        expected = hmac.new(key.encode(), patient.encode(), hashlib.sha256).hexdigest()
+        assert patient_hash(key, patient) == expected
