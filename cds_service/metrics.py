@@ -41,35 +41,29 @@ STORE_FAILURES = Counter(
 )
 
 
-# The labelled request counter and latency histogram of each (endpoint, service, status) seen:
-# looked up once rather than on every request. Label values are bounded (routes, known service ids
-# or "unknown", statuses), and so is this map.
-_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+# The labelled child of each metric and label set seen, looked up once rather than on every use.
+# Label values are bounded (routes, known service ids or "unknown", statuses, card kinds and
+# indicators from the knowledge base), and so is this map.
+_SERIES: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def series(metric: Any, *labels: str) -> Any:
+    """The child of `metric` with these label values."""
+    found = _SERIES.get((metric, labels))
+    if found is None:
+        found = _SERIES[(metric, labels)] = metric.labels(*labels)
+    return found
 
 
 def count_request(endpoint: str, service: str, status: int, seconds: float) -> None:
     """Count one answered request and observe its latency."""
-    series = _REQUEST_SERIES.get((endpoint, service, status))
-    if series is None:
-        series = _REQUEST_SERIES[(endpoint, service, status)] = (
-            REQUESTS.labels(endpoint, service, str(status)),
-            LATENCY.labels(endpoint, service),
-        )
-    series[0].inc()
-    series[1].observe(seconds)
-
-
-# Labelled children of the other counters, looked up once per label set (values bounded by the
-# knowledge base: services, card kinds, indicators).
-_SERIES: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+    series(REQUESTS, endpoint, service, str(status)).inc()
+    series(LATENCY, endpoint, service).observe(seconds)
 
 
 def inc(counter: Counter, *labels: str) -> None:
     """Add one to the series of `counter` with these label values."""
-    series = _SERIES.get((counter, labels))
-    if series is None:
-        series = _SERIES[(counter, labels)] = counter.labels(*labels)
-    series.inc()
+    series(counter, *labels).inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -15,19 +15,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Resource types the rules read; anything else in a prefetch Bundle is ignored.
-READ_TYPES = {
-    "Patient",
-    "Condition",
-    "Observation",
-    "MedicationRequest",
-    "MedicationStatement",
-    "Medication",
-    "DiagnosticReport",
-    "Procedure",
-}
-
-# The record's list each of the other read types goes to.
+# The resource types the rules read besides the Patient and Medications, and the record's list each
+# goes to; anything else in a prefetch Bundle is ignored.
 _LIST_OF = {
     "Condition": "conditions",
     "Observation": "observations",
@@ -128,8 +117,9 @@ class PatientRecord:
         return record
 
     def _add(self, full_url: str | None, resource: Resource, seen: set[tuple[str, str]]) -> None:
+        # The resources from_resources does not file in a list: the Patient and Medications.
         kind = resource.get("resourceType")
-        if kind not in READ_TYPES:
+        if kind not in ("Patient", "Medication"):
             return
         rid = resource.get("id")
         if isinstance(rid, str):
@@ -140,16 +130,10 @@ class PatientRecord:
             if rid in (None, self.patient_id) or self.patient is None:
                 self.patient = resource
             return
-        if kind == "Medication":
-            if isinstance(rid, str):
-                self.medications[f"Medication/{rid}"] = resource
-            if full_url:
-                self.medications[full_url] = resource
-            return
-        if not self._belongs_to_patient(resource):
-            log.warning("dropped a resource about another patient", extra={"resource_type": kind})
-            return
-        getattr(self, _LIST_OF[kind]).append(resource)
+        if isinstance(rid, str):
+            self.medications[f"Medication/{rid}"] = resource
+        if full_url:
+            self.medications[full_url] = resource
 
     def _belongs_to_patient(self, resource: Resource) -> bool:
         # Only a literal Patient/<id> reference can name another patient; urn:uuid references inside a

@@ -9,6 +9,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cache
 from json.encoder import encode_basestring_ascii as _json_string
@@ -67,22 +68,12 @@ def overrides_for(url: str, patient: str) -> dict[tuple[str, str], datetime]:
     # the database takes to answer.
     engine = engine_for(url)
     sql, names = _driver_sql(engine)
-    dbapi_error = engine.dialect.loaded_dbapi.Error
-    try:
-        connection = engine.raw_connection()
-        try:
-            cursor = connection.cursor()
-            values = {"patient": patient, "outcome": "overridden"}
-            cursor.execute(sql, tuple(values[n] for n in names))
-            rows = cursor.fetchall()
-            cursor.close()
-        except dbapi_error:
-            connection.invalidate()  # a broken connection must not go back to the pool
-            raise
-        finally:
-            connection.close()
-    except (*STORE_ERRORS, dbapi_error) as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+    with _driver_connection(engine) as connection:
+        cursor = connection.cursor()
+        values = {"patient": patient, "outcome": "overridden"}
+        cursor.execute(sql, tuple(values[n] for n in names))
+        rows = cursor.fetchall()
+        cursor.close()
     return {(kind, evidence): _as_datetime(when) for kind, evidence, when in rows}
 
 
@@ -187,31 +178,38 @@ def record_issued(url: str, cards: list[IssuedCard]) -> None:
     """Store the cards just returned (one transaction)."""
     if not cards:
         return
+    engine = engine_for(url)
+    dialect = engine.dialect
+    convert = _converters(engine)
+    rows = [
+        tuple(f(value) if f else value for value, f in zip(card, convert, strict=True))
+        for card in cards
+    ]
+    with _driver_connection(engine) as connection:
+        cursor = connection.cursor()
+        # This write is on every hook call and only feeds snoozing and reports: it need not wait
+        # for the disk (a crash may lose the last few records). Feedback keeps full durability.
+        if dialect.name == "postgresql":
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        else:
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        for chunk in _chunks(rows):
+            cursor.execute(_insert_sql(dialect.paramstyle, len(chunk)), _flat(chunk))
+        cursor.close()
+        connection.commit()
+
+
+@contextmanager
+def _driver_connection(engine: Engine) -> Iterator[Any]:
+    """A pooled DBAPI connection (the hot paths skip SQLAlchemy's execution layer): a broken one
+    does not go back to the pool, and any database error becomes StoreUnavailable."""
+    dbapi_error = engine.dialect.loaded_dbapi.Error
     try:
-        engine = engine_for(url)
-        dialect = engine.dialect
-        dbapi_error = dialect.loaded_dbapi.Error
-        convert = _converters(engine)
-        rows = [
-            tuple(f(value) if f else value for value, f in zip(card, convert, strict=True))
-            for card in cards
-        ]
         connection = engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            # This write is on every hook call and only feeds snoozing and reports: it need not
-            # wait for the disk (a crash may lose the last few records). Feedback keeps full
-            # durability.
-            if dialect.name == "postgresql":
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            else:
-                cursor.execute("PRAGMA synchronous = NORMAL")
-            for chunk in _chunks(rows):
-                cursor.execute(_insert_sql(dialect.paramstyle, len(chunk)), _flat(chunk))
-            cursor.close()
-            connection.commit()
+            yield connection
         except dbapi_error:
-            connection.invalidate()  # a broken connection must not go back to the pool
+            connection.invalidate()
             raise
         finally:
             connection.close()
