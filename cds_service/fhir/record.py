@@ -95,20 +95,22 @@ class PatientRecord:
             for full_url, resource in items:
                 kind: Any = resource.get("resourceType")
                 found = lists.get(kind)
-                if found is None:
-                    record._add(full_url, resource, seen)  # Patient, Medication, or not read
-                    continue
+                if found is None and kind not in ("Patient", "Medication"):
+                    continue  # a type the rules do not read
                 rid = resource.get("id")
                 if isinstance(rid, str):
                     if (kind, rid) in seen:
                         continue
                     seen.add((kind, rid))
+                if found is None:
+                    record._add_patient_or_medication(kind, rid, full_url, resource)
+                    continue
                 subject = resource.get("subject") or resource.get("patient")
                 if (
                     own is not None
                     and isinstance(subject, dict)
                     and subject.get("reference") == own
-                ) or record._belongs_to_patient(resource):
+                ) or record._may_be_this_patient(subject):
                     found.append(resource)
                 else:
                     log.warning(
@@ -116,16 +118,9 @@ class PatientRecord:
                     )
         return record
 
-    def _add(self, full_url: str | None, resource: Resource, seen: set[tuple[str, str]]) -> None:
-        # The resources from_resources does not file in a list: the Patient and Medications.
-        kind = resource.get("resourceType")
-        if kind not in ("Patient", "Medication"):
-            return
-        rid = resource.get("id")
-        if isinstance(rid, str):
-            if (kind, rid) in seen:
-                return
-            seen.add((kind, rid))
+    def _add_patient_or_medication(
+        self, kind: str, rid: Any, full_url: str | None, resource: Resource
+    ) -> None:
         if kind == "Patient":
             if rid in (None, self.patient_id) or self.patient is None:
                 self.patient = resource
@@ -135,18 +130,9 @@ class PatientRecord:
         if full_url:
             self.medications[full_url] = resource
 
-    def _belongs_to_patient(self, resource: Resource) -> bool:
+    def _may_be_this_patient(self, subject: Any) -> bool:
         # Only a literal Patient/<id> reference can name another patient; urn:uuid references inside a
         # patient Bundle and conditional references are kept.
-        subject = resource.get("subject") or resource.get("patient")
-        # The usual case, a plain reference to this patient, without parsing it (a patient id
-        # with a "/" in it is left to reference_id, which splits on it).
-        if (
-            isinstance(subject, dict)
-            and subject.get("reference") == f"Patient/{self.patient_id}"
-            and "/" not in self.patient_id
-        ):
-            return True
         other = reference_id(subject, "Patient")
         return other is None or other == self.patient_id
 
