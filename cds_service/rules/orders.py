@@ -57,8 +57,7 @@ def orders_under_decision(hook: HookInput) -> tuple[list[Resource], list[Resourc
 def evaluate(hook: HookInput) -> list[Finding]:
     """Every card that applies to the orders under decision."""
     targets, drafts = orders_under_decision(hook)
-    findings: list[Finding] = []
-    seen: set[tuple[str, frozenset[str]]] = set()
+    found: dict[tuple[str, frozenset[str]], Finding] = {}
     # What the patient would take if the orders are signed: current medicines and every other
     # pending draft (two new drugs signed together must be checked against each other).
     taken = [(reference(m), m) for m in [*current_medications(hook.record), *drafts]]
@@ -67,11 +66,23 @@ def evaluate(hook: HookInput) -> list[Finding]:
         context = [m for ref, m in taken if ref != target]
         for finding in check_order(hook, order, context):
             # A pair or a combination found from each of its orders is one card, not one per order.
-            key = (finding.kind, _medicines_named(finding))
-            if key not in seen:
-                seen.add(key)
-                findings.append(finding)
-    return findings
+            found.setdefault((finding.kind, _medicines_named(finding)), finding)
+    return _without_subsumed(found)
+
+
+def _without_subsumed(found: dict[tuple[str, frozenset[str]], Finding]) -> list[Finding]:
+    """The findings, less each one whose medicines another finding of its kind names, and more.
+
+    A combination seen from each of its orders can name different subsets (cyclobenzaprine with
+    oxycodone; oxycodone with baclofen and cyclobenzaprine): the fuller card says all the smaller
+    one does. A finding tied to one order (its remove or replace action) is always kept.
+    """
+    return [
+        finding
+        for (kind, names), finding in found.items()
+        if "order" in finding.facts
+        or not any(other_kind == kind and names < other for other_kind, other in found)
+    ]
 
 
 def _medicines_named(finding: Finding) -> frozenset[str]:
