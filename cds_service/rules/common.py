@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,21 @@ def condition_is_active(condition: Resource) -> bool:
     """A counting Condition whose clinical status is active (or unstated, which FHIR reads as active)."""
     clinical = status_of(condition, "clinicalStatus")
     return condition_counts(condition) and (not clinical or bool(clinical & ACTIVE_CLINICAL))
+
+
+def any_coded_in(
+    record: PatientRecord,
+    resources: list[Resource],
+    vs: ValueSet,
+    accept: Callable[[Resource], bool],
+) -> bool:
+    """Whether a resource of one of the record's lists is coded in `vs` and accepted."""
+    index = record.indexes.get(id(resources))
+    if index is not None and index.resources is resources and index.systems is vs.systems:
+        return any(accept(r) for r in index.coded_in(vs))
+    # A one-off question (order review asks it once per call) reads the list until the first
+    # match rather than indexing all of it.
+    return any(vs.matches(r.get("code")) and accept(r) for r in resources)
 
 
 def coded_in(record: PatientRecord, resources: list[Resource], vs: ValueSet) -> list[Resource]:
@@ -151,12 +166,19 @@ def reference(resource: Resource) -> str:
 
 def age_years(hook: HookInput) -> int | None:
     """The patient's age in completed years today, if the birth date is known."""
-    born = hook.record.birth_date
-    if born is None:
-        return None
-    today = hook.now.date()
-    years = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    return years
+    # Asked by several rules (and once per order on order review): worked out once per call.
+    answers = hook.record.answers
+    key = ("age", hook.now)
+    if key not in answers:
+        born = hook.record.birth_date
+        today = hook.now.date()
+        answers[key] = (
+            None
+            if born is None
+            else today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+        )
+    age: int | None = answers[key]
+    return age
 
 
 def day(when: datetime | None) -> str:

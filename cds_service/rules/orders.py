@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from cds_service.errors import InvalidRequest, Issue
 from cds_service.fhir.data import Resource, items, iter_bundle, status, valid_id
+from cds_service.knowledge.valuesets import ValueSet
 from cds_service.rules import medication_safety
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
     USABLE_RESULT,
     age_years,
-    coded_in,
+    any_coded_in,
     conditions_in,
     current_medications,
     medication_name,
@@ -217,15 +218,17 @@ def _tizanidine_partner(
 ) -> Resource | None:
     """The ciprofloxacin/fluvoxamine (or tizanidine) that makes this order a contraindicated pair."""
     kb = hook.knowledge
-    record = hook.record
+    tizanidine = kb.valueset("tizanidine")
     inhibitors = kb.valueset("ciprofloxacin"), kb.valueset("fluvoxamine")
-    if medications_in(record, kb.valueset("tizanidine"), [order]):
-        for vs in inhibitors:
-            partners = medications_in(record, vs, context)
-            if partners:
-                return partners[0]
-    elif any(medications_in(record, vs, [order]) for vs in inhibitors):
-        partners = medications_in(record, kb.valueset("tizanidine"), context)
+    ordered = medicine_of(hook.record, order).in_sets
+    if tizanidine.id in ordered:
+        partner_sets: tuple[ValueSet, ...] = inhibitors
+    elif any(vs.id in ordered for vs in inhibitors):
+        partner_sets = (tizanidine,)
+    else:
+        return None
+    for vs in partner_sets:
+        partners = medications_in(hook.record, vs, context)
         if partners:
             return partners[0]
     return None
@@ -245,5 +248,7 @@ def _same_drug(hook: HookInput, a: Resource, b: Resource) -> bool:
 
 
 def _any_calcium_result(hook: HookInput) -> bool:
-    found = coded_in(hook.record, hook.record.observations, hook.knowledge.valueset("calcium-any"))
-    return any(status(r) in USABLE_RESULT for r in found)
+    calcium = hook.knowledge.valueset("calcium-any")
+    return any_coded_in(
+        hook.record, hook.record.observations, calcium, lambda r: status(r) in USABLE_RESULT
+    )

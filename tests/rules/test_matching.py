@@ -16,7 +16,13 @@ from cds_service.knowledge.valuesets import (
     SystemNames,
     ValueSet,
 )
-from cds_service.rules.common import conditions_in, medications_in, results_in
+from cds_service.rules.common import (
+    any_coded_in,
+    coded_in,
+    conditions_in,
+    medications_in,
+    results_in,
+)
 from cds_service.units import concentration
 
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -95,6 +101,24 @@ def test_code_index_finds_what_matches_finds_in_list_order(knowledge: Knowledge)
     for vs in knowledge.valuesets.values():
         index = CodeIndex(resources, vs.systems)
         assert index.coded_in(vs) == [r for r in resources if vs.matches(r.get("code"))], vs.id
+
+
+def test_existence_questions_answer_alike_with_or_without_an_index(knowledge: Knowledge) -> None:
+    resources: list[dict[str, Any]] = [
+        {"status": s, "code": {"coding": [{"system": system, "code": code}]}}
+        for s, system, code in [
+            ("preliminary", LOINC, "17861-6"),
+            ("final", "urn:oid:2.16.840.1.113883.6.1", "17861-6"),
+            ("final", ICD, "r25.2"),
+        ]
+    ]
+    final = lambda r: r["status"] == "final"  # noqa: E731
+    for vs in knowledge.valuesets.values():
+        expected = any(vs.matches(r["code"]) and final(r) for r in resources)
+        record = PatientRecord(patient_id="p", observations=resources)
+        assert any_coded_in(record, resources, vs, final) == expected, vs.id  # scanned
+        coded_in(record, resources, vs)  # the list is now indexed
+        assert any_coded_in(record, resources, vs, final) == expected, vs.id
 
 
 def test_memoised_record_queries_match_a_plain_scan(knowledge: Knowledge) -> None:
