@@ -10,6 +10,8 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,12 +79,58 @@ def configure_logging(level: str) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None
-    handler = logging.StreamHandler(sys.stderr)
+    handler = JsonLinesHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler._cds_json = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = True
+
+
+class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that can hold its lines back and write a batch of them at once."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._held: list[str] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Runs under the handler's lock (Handler.handle), as does the batch's start and end.
+        if self._held is None:
+            super().emit(record)
+            return
+        try:
+            self._held.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Lines emitted meanwhile (by any thread) are written together, in order, at the end."""
+        with self.lock:  # type: ignore[union-attr]
+            self._held = []
+        try:
+            yield
+        finally:
+            with self.lock:  # type: ignore[union-attr]
+                held, self._held = self._held, None
+                if held:
+                    # One write and one flush for the batch: a write per line is a system call
+                    # that also hands Python's GIL to the request threads and back, every line.
+                    self.stream.write("".join(held))
+                    self.flush()
+
+
+def _batched(logger: logging.Logger) -> ExitStack:
+    """Every JsonLinesHandler a record of `logger` reaches, holding its lines until the stack ends."""
+    stack = ExitStack()
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, JsonLinesHandler):
+                stack.enter_context(handler.batched())
+        current = current.parent if current.propagate else None
+    return stack
 
 
 class RequestLog:
@@ -113,7 +161,7 @@ class RequestLog:
 
     def flush(self) -> None:
         """Log everything queued so far, in order."""
-        with self._lock:
+        with self._lock, _batched(self.logger):
             pending = self._pending
             while pending:
                 created, fields = pending.popleft()
