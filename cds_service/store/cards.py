@@ -180,11 +180,7 @@ def record_issued(url: str, cards: list[IssuedCard]) -> None:
         return
     engine = engine_for(url)
     dialect = engine.dialect
-    convert = _converters(engine)
-    rows = [
-        tuple(f(value) if f else value for value, f in zip(card, convert, strict=True))
-        for card in cards
-    ]
+    rows = _bound_rows(cards, _converters(engine))
     with _driver_connection(engine) as connection:
         cursor = connection.cursor()
         # This write is on every hook call and only feeds snoozing and reports: it need not wait
@@ -193,8 +189,10 @@ def record_issued(url: str, cards: list[IssuedCard]) -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
         else:
             cursor.execute("PRAGMA synchronous = NORMAL")
-        for chunk in _chunks(rows):
-            cursor.execute(_insert_sql(dialect.paramstyle, len(chunk)), _flat(chunk))
+        width = len(_ISSUED_COLUMNS)
+        for start, size in _chunks(len(cards)):
+            values = rows[start * width : (start + size) * width]
+            cursor.execute(_insert_sql(dialect.paramstyle, size), values)
         cursor.close()
         connection.commit()
 
@@ -236,16 +234,32 @@ def _insert_sql(paramstyle: str, rows: int) -> str:
     return f"INSERT INTO {issued_cards.name} ({columns}) VALUES " + ", ".join([row] * rows)
 
 
-def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+def _bound_rows(cards: list[IssuedCard], convert: tuple[Any, ...]) -> list[Any]:
+    """Every card's column values, one after another, each as its column binds it."""
+    values: list[Any] = [value for card in cards for value in card]
+    width = len(convert)
+    for column, processor in enumerate(convert):
+        if processor is None:
+            continue
+        # The cards of one hook call share their issue time (one datetime object, held by
+        # `cards` meanwhile, so its id stays its own): each is bound once, not once per card.
+        bound: dict[int, Any] = {}
+        for at in range(column, len(values), width):
+            value = values[at]
+            key = id(value)
+            if key not in bound:
+                bound[key] = processor(value)
+            values[at] = bound[key]
+    return values
+
+
+def _chunks(count: int) -> Iterator[tuple[int, int]]:
+    """(first row, rows) of each INSERT for `count` rows, in the sizes of _INSERT_SIZES."""
     start = 0
     for size in _INSERT_SIZES:
-        while len(rows) - start >= size:
-            yield rows[start : start + size]
+        while count - start >= size:
+            yield start, size
             start += size
-
-
-def _flat(rows: list[tuple[Any, ...]]) -> list[Any]:
-    return [value for row in rows for value in row]
 
 
 def _aware(value: datetime) -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -58,23 +58,28 @@ def test_every_card_of_a_batch_is_stored_as_sqlalchemy_would_store_it(
 ) -> None:
     migrate(database_url)
     at = datetime(2026, 11, 24, 9, 30, 1, 250, tzinfo=UTC)
+    # A batch holds the cards of several calls: every third call a second later.
+    times = [at + timedelta(seconds=n // 3) for n in range(count)]
     cards = [
-        IssuedCard(f"00000000-0000-7000-8000-{n:012d}", "svc", "kind", "info", "p", "e", at)
-        for n in range(count)
+        IssuedCard(f"00000000-0000-7000-8000-{n:012d}", "svc", f"kind-{n}", "info", "p", "e", t)
+        for n, t in enumerate(times)
     ]
     record_issued(database_url, cards)
     with engine_for(database_url).connect() as connection:
         rows = connection.execute(select(issued_cards).order_by(issued_cards.c.card_uuid)).all()
     assert [r.card_uuid for r in rows] == [c.card_uuid for c in cards]
-    # Read back through SQLAlchemy's types: the stored time is the one given (SQLite keeps text).
-    assert {r.issued_at.replace(tzinfo=UTC) for r in rows} == {at}
+    assert [r.card_kind for r in rows] == [c.card_kind for c in cards]
+    # Read back through SQLAlchemy's types: each stored time is the one given (SQLite keeps text).
+    assert [r.issued_at.replace(tzinfo=UTC) for r in rows] == times
 
 
 def test_batches_are_cut_into_a_few_statement_sizes() -> None:
     # A connection caches one prepared INSERT per size: a size per batch length grew every
     # worker's memory by megabytes (seen in `make bench`).
     for count in range(300):
-        sizes = [len(chunk) for chunk in _chunks([(n,) for n in range(count)])]
+        chunks = list(_chunks(count))
+        sizes = [size for _, size in chunks]
+        assert [start for start, _ in chunks] == [sum(sizes[:i]) for i in range(len(sizes))]
         assert sum(sizes) == count
         assert set(sizes) <= set(_INSERT_SIZES)
         assert len(sizes) <= count // _INSERT_SIZES[0] + len(_INSERT_SIZES)
