@@ -27,14 +27,21 @@ def render_cards(
     findings: list[Finding], knowledge: Knowledge, clock: Clock, patient_id: str
 ) -> list[tuple[dict[str, Any], Finding]]:
     """(card, finding) for each finding, most urgent first (stable within an indicator)."""
-    cards = [(render_card(f, knowledge, clock, patient_id), f) for f in findings]
+    if not findings:
+        return []
+    # What suggestion templates may name besides a finding's facts: the same for every card.
+    call = {"patient_id": patient_id, "today": clock.now().date().isoformat()}
+    cards = [(render_card(f, knowledge, clock, call), f) for f in findings]
     return sorted(cards, key=lambda pair: INDICATOR_ORDER[pair[0]["indicator"]])
 
 
 def render_card(
-    finding: Finding, knowledge: Knowledge, clock: Clock, patient_id: str
+    finding: Finding, knowledge: Knowledge, clock: Clock, call: dict[str, str]
 ) -> dict[str, Any]:
-    """One card: summary, Markdown detail with evidence and sources, source, suggestions, reasons."""
+    """One card: summary, Markdown detail with evidence and sources, source, suggestions, reasons.
+
+    `call` holds the call's own template values: `patient_id` and `today`.
+    """
     kind = knowledge.cards[finding.kind]
     fixed = _fixed_parts(finding.kind, kind, knowledge)
     facts = _Facts(finding.facts)
@@ -52,7 +59,7 @@ def render_card(
         "detail": "\n\n".join(parts),
         "source": fixed.source,
     }
-    suggestions = _suggestions(kind, finding, knowledge, clock, patient_id)
+    suggestions = _suggestions(kind, finding, facts, knowledge, clock, call)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = kind.get("selection_behavior", "any")
@@ -125,16 +132,17 @@ def _source(kind_id: str, kind: dict[str, Any]) -> dict[str, Any]:
 
 
 def _suggestions(
-    kind: dict[str, Any], finding: Finding, knowledge: Knowledge, clock: Clock, patient_id: str
+    kind: dict[str, Any],
+    finding: Finding,
+    facts: _Facts,
+    knowledge: Knowledge,
+    clock: Clock,
+    call: dict[str, str],
 ) -> list[dict[str, Any]]:
     specs = kind.get("suggestions")
     if not specs:
         return []
-    fill = {
-        "patient_id": patient_id,
-        "today": clock.now().date().isoformat(),
-        **{k: str(v) for k, v in finding.facts.items()},
-    }
+    fill = {**call, **{k: str(v) for k, v in finding.facts.items()}}
     suggestions = []
     for spec in specs:
         condition = spec.get("when")
@@ -154,7 +162,7 @@ def _suggestions(
                 entry["resourceId"] = str(finding.facts[action["resource_id_fact"]])
             actions.append(entry)
         suggestion: dict[str, Any] = {
-            "label": spec["label"].format_map(_Facts(finding.facts)),
+            "label": spec["label"].format_map(facts),
             "uuid": clock.new_id(),
             "actions": actions,
         }

@@ -6,7 +6,7 @@ import json
 import re
 import string
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -320,9 +320,39 @@ def fill_template(value: Any, facts: dict[str, str]) -> Any:
     """A copy of a resource template with every `${name}` in its strings replaced from `facts`."""
     if isinstance(value, str):
         # Most strings of a resource template name no fact: returned as they are (str is immutable).
-        return string.Template(value).safe_substitute(facts) if "$" in value else value
+        return _fill_string(value, facts) if "$" in value else value
     if isinstance(value, list):
         return [fill_template(v, facts) for v in value]
     if isinstance(value, dict):
         return {k: fill_template(v, facts) for k, v in value.items()}
     return value
+
+
+def _fill_string(template: str, facts: dict[str, str]) -> str:
+    """`string.Template(template).safe_substitute(facts)`, from the template's pieces read once."""
+    return "".join(
+        piece if isinstance(piece, str) else str(facts.get(piece[0], piece[1]))
+        for piece in _template_pieces(template)
+    )
+
+
+@lru_cache(maxsize=1024)
+def _template_pieces(template: str) -> tuple[str | tuple[str, str], ...]:
+    """Literal text, and (name, text as written) for each `$name` or `${name}` placeholder.
+
+    Templates come from the knowledge base only, so the cache holds a bounded set of strings.
+    """
+    pieces: list[str | tuple[str, str]] = []
+    at = 0
+    for match in string.Template.pattern.finditer(template):
+        pieces.append(template[at : match.start()])
+        name = match.group("named") or match.group("braced")
+        if name is not None:
+            pieces.append((name, match.group()))
+        elif match.group("escaped") is not None:
+            pieces.append("$")  # "$$"
+        else:
+            pieces.append(match.group())  # an invalid placeholder stays as written
+        at = match.end()
+    pieces.append(template[at:])
+    return tuple(p for p in pieces if p != "")
