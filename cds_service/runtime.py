@@ -38,6 +38,7 @@ class Runtime:
     overridden: OverriddenPatients = field(init=False)
     _store_retry_at: float = field(init=False, default=0.0)
     _thread: threading.local = field(init=False, default_factory=threading.local)
+    _services_by_id: dict[str, tuple[ServiceSpec, ...]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
@@ -46,6 +47,8 @@ class Runtime:
         self.executor = ThreadPoolExecutor(
             max_workers=self.settings.fhir_max_concurrency, thread_name_prefix="fhir-fetch"
         )
+        for spec in self.knowledge.services:
+            self._services_by_id[spec.id] = (*self._services_by_id.get(spec.id, ()), spec)
         settings = self.settings
         self.recorder = CardRecorder(settings.database_url, self.store_failed)
         self.overridden = OverriddenPatients(settings.database_url)
@@ -86,7 +89,7 @@ class Runtime:
 
     def services_with_id(self, service_id: str) -> list[ServiceSpec]:
         """Every (id, hook) entry registered under `service_id`."""
-        return [s for s in self.knowledge.services if s.id == service_id]
+        return list(self._services_by_id.get(service_id, ()))
 
     def close(self) -> None:
         """Store queued records, release the HTTP pool and threads."""

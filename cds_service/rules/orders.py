@@ -87,12 +87,18 @@ def _without_subsumed(found: dict[tuple[str, frozenset[str]], Finding]) -> list[
 
 
 def _medicines_named(finding: Finding) -> frozenset[str]:
+    # Facts name medicines by medication_name, joined with ", ": the same medicine always reads
+    # the same, so the split names compare as they are.
+    facts = finding.facts
     names: set[str] = set()
-    for fact in ("medicine", "partner", "others", "relaxants", "depressants", "medicines"):
-        value = finding.facts.get(fact)
+    for fact in _MEDICINE_FACTS:
+        value = facts.get(fact)
         if isinstance(value, str):
-            names.update(n.strip() for n in value.split(", "))
+            names.update(value.split(", "))
     return frozenset(names)
+
+
+_MEDICINE_FACTS = ("medicine", "partner", "others", "relaxants", "depressants", "medicines")
 
 
 def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> list[Finding]:
