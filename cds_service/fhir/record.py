@@ -50,7 +50,6 @@ class PatientRecord:
         default_factory=dict, repr=False, compare=False
     )
     indexes: dict[int, CodeIndex] = field(default_factory=dict, repr=False, compare=False)
-    names: dict[int, tuple[Resource, str]] = field(default_factory=dict, repr=False, compare=False)
     # Answers to whole-record questions the rules ask more than once per call (keyed by the rule;
     # resources named in a key by id() are held by the call's record or context).
     answers: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from cds_service.fhir.data import Code, Resource, coded, codings, items, texts
+from cds_service.fhir.data import Code, Resource, coded, codings, items, label, texts
 
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 
@@ -154,15 +154,18 @@ class ValueSet:
 
 
 class Medicine:
-    """A medicine's concepts reduced to what value-set tests read: its code keys and its texts (as
-    sent, lower-cased, and as words), and, once a `MedicineCatalog` made it, every value set it is in.
+    """A medicine's concepts reduced to what the rules read: its display name, its code keys and its
+    texts (as sent, lower-cased, and as words), and, once a `MedicineCatalog` made it, every value
+    set it is in.
 
     It depends on the concepts alone, so a catalog shares one per distinct medicine across calls.
     """
 
-    __slots__ = ("_names", "in_sets", "keys", "lowered", "texts", "words")
+    __slots__ = ("_names", "in_sets", "keys", "lowered", "name", "texts", "words")
 
     def __init__(self, concepts: list[Any], systems: SystemNames) -> None:
+        # Its display name: the first concept's text, else a coding's display, else its code.
+        self.name = next((n for n in map(label, concepts) if n), "unnamed medicine")
         keys: list[Key] = []
         found: list[str] = []
         for concept in concepts:

@@ -142,16 +142,8 @@ def medicine_of(record: PatientRecord, request: Resource) -> Medicine:
 
 
 def medication_name(record: PatientRecord, request: Resource) -> str:
-    """A display name for a medicine."""
-    # Card text names each medicine several times: worked out once per call.
-    known = record.names.get(id(request))
-    if known is not None and known[0] is request:
-        return known[1]
-    name = next(
-        (n for n in map(label, medication_concepts(record, request)) if n), "unnamed medicine"
-    )
-    record.names[id(request)] = (request, name)
-    return name
+    """A display name for a medicine (worked out with the rest of its catalog entry)."""
+    return medicine_of(record, request).name
 
 
 def reference(resource: Resource) -> str:

@@ -20,6 +20,7 @@ from cds_service.rules.common import (
     any_coded_in,
     coded_in,
     conditions_in,
+    medication_name,
     medications_in,
     results_in,
 )
@@ -167,3 +168,25 @@ def test_cached_conversions_give_the_float_pint_gives(unit: str, value: float) -
         q = q * (CALCIUM.molar_mass_g_per_mol * _parse("g/mol"))
     expected = float(q.to(target).magnitude) if q.dimensionality == target.dimensionality else None
     assert concentration(Quantity(value, unit, unit), "mg/dL", CALCIUM) == expected
+
+
+def test_a_medicine_is_named_by_its_text_else_a_display_else_a_code(knowledge: Knowledge) -> None:
+    coding = {"system": RXNORM, "code": "1292", "display": "Baclofen"}
+    requests: list[dict[str, Any]] = [
+        {"medicationCodeableConcept": {"text": "Baclofen 10 MG Oral Tablet", "coding": [coding]}},
+        {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1292"}, coding]}},
+        {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1292"}]}},
+        {"medicationReference": {"reference": "Medication/m1", "display": "Lioresal"}},
+        {"medicationReference": {"reference": "Medication/unknown"}},
+    ]
+    record = PatientRecord(patient_id="p", medication_requests=requests)
+    record.catalog = knowledge.catalog
+    names = [medication_name(record, r) for r in requests]
+    assert names == [
+        "Baclofen 10 MG Oral Tablet",
+        "Baclofen",
+        "1292",
+        "Lioresal",
+        "unnamed medicine",
+    ]
+    assert [medication_name(record, r) for r in requests] == names  # from the call's memo

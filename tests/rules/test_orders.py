@@ -23,6 +23,8 @@ def test_cards_of_other_kinds_or_tied_to_an_order_are_kept() -> None:
     pair = Finding("relaxant-with-cns-depressant", {"relaxants": "A", "depressants": "C"})
     # Each order's own card carries its remove action: never folded into another order's card.
     second = Finding("duplicate-muscle-relaxant", {"medicine": "A", "others": "B", "order": "o/1"})
-    third = Finding("duplicate-muscle-relaxant", {"medicine": "C", "others": "A, B", "order": "o/2"})
+    third = Finding(
+        "duplicate-muscle-relaxant", {"medicine": "C", "others": "A, B", "order": "o/2"}
+    )
 
     assert _without_subsumed(_found(burden, pair, second, third)) == [burden, pair, second, third]
