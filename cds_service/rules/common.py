@@ -44,8 +44,8 @@ def any_coded_in(
     accept: Callable[[Resource], bool],
 ) -> bool:
     """Whether a resource of one of the record's lists is coded in `vs` and accepted."""
-    index = record.indexes.get(id(resources))
-    if index is not None and index.resources is resources and index.systems is vs.systems:
+    index = _index_of(record, resources, vs)
+    if index is not None:
         return any(accept(r) for r in index.coded_in(vs))
     # A one-off question (order review asks it once per call) reads the list until the first
     # match rather than indexing all of it.
@@ -56,10 +56,18 @@ def coded_in(record: PatientRecord, resources: list[Resource], vs: ValueSet) -> 
     """The resources of one of the record's lists whose `code` is in `vs`, in list order."""
     # Indexed once per call: rules look up a dozen value sets in the same lists. The record is
     # not changed once built, so the index stays true for the call.
-    index = record.indexes.get(id(resources))
-    if index is None or index.resources is not resources or index.systems is not vs.systems:
+    index = _index_of(record, resources, vs)
+    if index is None:
         index = record.indexes[id(resources)] = CodeIndex(resources, vs.systems)
     return index.coded_in(vs)
+
+
+def _index_of(record: PatientRecord, resources: list[Resource], vs: ValueSet) -> CodeIndex | None:
+    """The call's index of `resources`, if one was built (for `vs`'s code systems)."""
+    index = record.indexes.get(id(resources))
+    if index is None or index.resources is not resources or index.systems is not vs.systems:
+        return None
+    return index
 
 
 def conditions_in(record: PatientRecord, vs: ValueSet, active_only: bool) -> list[Resource]:
