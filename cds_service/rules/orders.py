@@ -86,6 +86,10 @@ def _without_subsumed(found: dict[tuple[str, frozenset[str]], Finding]) -> list[
     ]
 
 
+# The facts in which a finding names medicines (card text joins several with ", ").
+_MEDICINE_FACTS = ("medicine", "partner", "others", "relaxants", "depressants", "medicines")
+
+
 def _medicines_named(finding: Finding) -> frozenset[str]:
     # Facts name medicines by medication_name, joined with ", ": the same medicine always reads
     # the same, so the split names compare as they are.
@@ -96,9 +100,6 @@ def _medicines_named(finding: Finding) -> frozenset[str]:
         if isinstance(value, str):
             names.update(value.split(", "))
     return frozenset(names)
-
-
-_MEDICINE_FACTS = ("medicine", "partner", "others", "relaxants", "depressants", "medicines")
 
 
 def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> list[Finding]:

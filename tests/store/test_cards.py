@@ -58,8 +58,10 @@ def test_every_card_of_a_batch_is_stored_as_sqlalchemy_would_store_it(
 ) -> None:
     migrate(database_url)
     at = datetime(2026, 11, 24, 9, 30, 1, 250, tzinfo=UTC)
-    # A batch holds the cards of several calls: every third call a second later.
-    times = [at + timedelta(seconds=n // 3) for n in range(count)]
+    # A batch holds the cards of several calls, three cards each; a call's cards share one issue
+    # time object, as hook calls make them.
+    calls = [at + timedelta(seconds=k) for k in range(count // 3 + 1)]
+    times = [calls[n // 3] for n in range(count)]
     cards = [
         IssuedCard(f"00000000-0000-7000-8000-{n:012d}", "svc", f"kind-{n}", "info", "p", "e", t)
         for n, t in enumerate(times)
