@@ -8,9 +8,11 @@ the patient's age, latest eGFR, current medicines, the other draft orders and di
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from cds_service.errors import InvalidRequest, Issue
 from cds_service.fhir.data import Resource, items, iter_bundle, status, valid_id
-from cds_service.knowledge.valuesets import ValueSet
+from cds_service.knowledge.valuesets import Medicine, ValueSet
 from cds_service.rules import medication_safety
 from cds_service.rules.base import Finding, HookInput
 from cds_service.rules.common import (
@@ -19,8 +21,6 @@ from cds_service.rules.common import (
     any_coded_in,
     conditions_in,
     current_medications,
-    medication_name,
-    medications_in,
     medicine_of,
     reference,
 )
@@ -55,16 +55,28 @@ def orders_under_decision(hook: HookInput) -> tuple[list[Resource], list[Resourc
     return targets, pending
 
 
+class Taken(NamedTuple):
+    """A medicine the patient would take if the orders are signed, read once per call."""
+
+    ref: str  # `Type/id`
+    request: Resource
+    medicine: Medicine  # its catalog entry: display name and value sets
+
+
 def evaluate(hook: HookInput) -> list[Finding]:
     """Every card that applies to the orders under decision."""
     targets, drafts = orders_under_decision(hook)
+    record = hook.record
     found: dict[tuple[str, frozenset[str]], Finding] = {}
     # What the patient would take if the orders are signed: current medicines and every other
     # pending draft (two new drugs signed together must be checked against each other).
-    taken = [(reference(m), m) for m in [*current_medications(hook.record), *drafts]]
+    regimen = [
+        Taken(reference(m), m, medicine_of(record, m))
+        for m in [*current_medications(record), *drafts]
+    ]
     for order in targets:
         target = reference(order)
-        context = [m for ref, m in taken if ref != target]
+        context = [taken for taken in regimen if taken.ref != target]
         for finding in check_order(hook, order, context):
             # A pair or a combination found from each of its orders is one card, not one per order.
             found.setdefault((finding.kind, _medicines_named(finding)), finding)
@@ -91,7 +103,7 @@ _MEDICINE_FACTS = ("medicine", "partner", "others", "relaxants", "depressants", 
 
 
 def _medicines_named(finding: Finding) -> frozenset[str]:
-    # Facts name medicines by medication_name, joined with ", ": the same medicine always reads
+    # Facts name medicines by their catalog display name, joined with ", ": the same medicine reads
     # the same, so the split names compare as they are.
     facts = finding.facts
     names: set[str] = set()
@@ -102,21 +114,21 @@ def _medicines_named(finding: Finding) -> frozenset[str]:
     return frozenset(names)
 
 
-def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> list[Finding]:
-    """The checks of cards/cards.yaml for one ordered medicine."""
+def check_order(hook: HookInput, order: Resource, context: list[Taken]) -> list[Finding]:
+    """The checks of cards/cards.yaml for one ordered medicine, against the rest of the regimen."""
     kb = hook.knowledge
-    record = hook.record
-    name = medication_name(record, order)
+    ordered = medicine_of(hook.record, order)
+    name = ordered.name
     target = reference(order)
-
-    def is_(vs_id: str, requests: list[Resource]) -> list[Resource]:
-        return medications_in(record, kb.valueset(vs_id), requests)
-
-    in_sets = medicine_of(record, order).in_sets
 
     def ordered_is(vs_id: str) -> bool:
         """Whether the ordered medicine is in the value set."""
-        return kb.valueset(vs_id).id in in_sets
+        return kb.valueset(vs_id).id in ordered.in_sets
+
+    def taking(vs_id: str) -> list[Taken]:
+        """The rest of the regimen in the value set, in regimen order."""
+        vs = kb.valueset(vs_id).id
+        return [taken for taken in context if vs in taken.medicine.in_sets]
 
     # A re-signed order may already be active: it is "not renewed" rather than "removed".
     stop = (
@@ -143,20 +155,16 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
         )
     if ordered_is("baclofen"):
         found.extend(medication_safety.baclofen_with_low_egfr(hook, [order]))
-    interacting = _tizanidine_partner(hook, order, context)
+    interacting = _tizanidine_partner(hook, ordered, context)
     if interacting:
         found.append(
             Finding(
                 "tizanidine-cyp1a2-interaction",
-                {
-                    **base,
-                    "partner": medication_name(record, interacting),
-                    "partner_order": reference(interacting),
-                },
+                {**base, "partner": interacting.medicine.name, "partner_order": interacting.ref},
                 (
                     *evidence,
-                    f"- with: {medication_name(record, interacting)} "
-                    f"({interacting.get('status')}; {reference(interacting)})",
+                    f"- with: {interacting.medicine.name} "
+                    f"({interacting.request.get('status')}; {interacting.ref})",
                 ),
             )
         )
@@ -164,53 +172,36 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
         found.append(Finding("quinine-for-cramps", base, evidence))
     relaxant = ordered_is("muscle-relaxants")
     if relaxant:
-        others = [m for m in is_("muscle-relaxants", context) if not _same_drug(hook, m, order)]
+        others = [t for t in taking("muscle-relaxants") if not _same_drug(hook, t.request, order)]
         if others:
             found.append(
                 Finding(
                     "duplicate-muscle-relaxant",
-                    {
-                        **base,
-                        "others": ", ".join(sorted({medication_name(record, m) for m in others})),
-                    },
-                    (
-                        *evidence,
-                        *(f"- also: {medication_name(record, m)} ({reference(m)})" for m in others),
-                    ),
+                    {**base, "others": _names(others)},
+                    (*evidence, *(f"- also: {t.medicine.name} ({t.ref})" for t in others)),
                 )
             )
     depressant = ordered_is("opioids") or ordered_is("benzodiazepines")
     if relaxant or depressant:
         partners = (
-            (is_("opioids", context) + is_("benzodiazepines", context))
+            (taking("opioids") + taking("benzodiazepines"))
             if relaxant
-            else is_("muscle-relaxants", context)
+            else taking("muscle-relaxants")
         )
         if partners:
-            relaxants = [order] if relaxant else partners
-            depressants = partners if relaxant else [order]
+            this = [Taken(target, order, ordered)]
+            relaxants = this if relaxant else partners
+            depressants = partners if relaxant else this
             found.append(
                 Finding(
                     "relaxant-with-cns-depressant",
-                    {
-                        "relaxants": ", ".join(
-                            sorted({medication_name(record, m) for m in relaxants})
-                        ),
-                        "depressants": ", ".join(
-                            sorted({medication_name(record, m) for m in depressants})
-                        ),
-                    },
-                    (
-                        *evidence,
-                        *(
-                            f"- with: {medication_name(record, m)} ({reference(m)})"
-                            for m in partners
-                        ),
-                    ),
+                    {"relaxants": _names(relaxants), "depressants": _names(depressants)},
+                    (*evidence, *(f"- with: {t.medicine.name} ({t.ref})" for t in partners)),
                 )
             )
     if ordered_is("cns-active"):
-        found.extend(medication_safety.cns_active_burden(hook, [order, *context]))
+        regimen = [order, *(t.request for t in context)]
+        found.extend(medication_safety.cns_active_burden(hook, regimen))
     if ordered_is("carisoprodol"):
         found.append(Finding("carisoprodol-schedule-iv", base, evidence))
     if ordered_is("enzyme-inducing-antiepileptics"):
@@ -220,24 +211,26 @@ def check_order(hook: HookInput, order: Resource, context: list[Resource]) -> li
     return found
 
 
-def _tizanidine_partner(
-    hook: HookInput, order: Resource, context: list[Resource]
-) -> Resource | None:
+def _names(regimen: list[Taken]) -> str:
+    """Card text naming medicines: each display name once, sorted."""
+    return ", ".join(sorted({taken.medicine.name for taken in regimen}))
+
+
+def _tizanidine_partner(hook: HookInput, ordered: Medicine, context: list[Taken]) -> Taken | None:
     """The ciprofloxacin/fluvoxamine (or tizanidine) that makes this order a contraindicated pair."""
     kb = hook.knowledge
     tizanidine = kb.valueset("tizanidine")
     inhibitors = kb.valueset("ciprofloxacin"), kb.valueset("fluvoxamine")
-    ordered = medicine_of(hook.record, order).in_sets
-    if tizanidine.id in ordered:
+    if tizanidine.id in ordered.in_sets:
         partner_sets: tuple[ValueSet, ...] = inhibitors
-    elif any(vs.id in ordered for vs in inhibitors):
+    elif any(vs.id in ordered.in_sets for vs in inhibitors):
         partner_sets = (tizanidine,)
     else:
         return None
     for vs in partner_sets:
-        partners = medications_in(hook.record, vs, context)
-        if partners:
-            return partners[0]
+        for taken in context:
+            if vs.id in taken.medicine.in_sets:
+                return taken
     return None
 
 
