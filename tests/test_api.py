@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from pathlib import Path
@@ -168,6 +169,46 @@ def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
     body["extension"] = {"padding": "x" * 4096}
     response = app.test_client().post(f"/cds-services/{SERVICE_ID}", json=body)
     assert_outcome(response, 413)
+
+
+def test_a_declared_length_over_the_limit_is_413_before_the_body_is_read(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, max_body_bytes=2048), clock=fixed_clock(NOW))
+    body = json.dumps(request_body()).encode()
+    response = app.test_client().post(
+        f"/cds-services/{SERVICE_ID}",
+        data=body,
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "999999"},
+    )
+    assert_outcome(response, 413)
+
+
+def test_a_body_shorter_than_its_content_length_is_400(client: FlaskClient) -> None:
+    body = json.dumps(request_body()).encode()  # complete JSON, but less than declared
+    response = client.post(
+        f"/cds-services/{SERVICE_ID}",
+        data=body,
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)},
+    )
+    outcome = assert_outcome(response, 400)
+    assert outcome["issue"][0]["code"] == "structure"
+    assert f"received {len(body)} of {len(body) + 10} bytes" in outcome["issue"][0]["diagnostics"]
+
+
+def test_a_chunked_body_without_a_length_is_read(client: FlaskClient) -> None:
+    body = json.dumps(request_body()).encode()
+    response = client.post(
+        f"/cds-services/{SERVICE_ID}",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # the server decoded the chunks
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    plain = client.post(f"/cds-services/{SERVICE_ID}", data=body, content_type="application/json")
+    summaries = [c["summary"] for c in plain.get_json()["cards"]]
+    assert [c["summary"] for c in response.get_json()["cards"]] == summaries
 
 
 def test_no_prefetch_and_no_fhir_server_is_412(client: FlaskClient) -> None:
