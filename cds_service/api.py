@@ -181,10 +181,12 @@ def _access_log(response: Response) -> Response:
     rt = runtime()
     if rt.in_dry_run:
         return response
-    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    now = time.perf_counter()
+    state = g._get_current_object()  # one proxy lookup for the four reads of g below
+    elapsed = now - state.get("started", now)
     rule = request.url_rule
     route = rule.rule if rule else None
-    service_id = g.get("service_id")
+    service_id = state.get("service_id")
     service = service_id or ""
     if service and not rt.services_with_id(service):
         service = "unknown"  # the path is caller-controlled: keep label values bounded
@@ -196,10 +198,10 @@ def _access_log(response: Response) -> Response:
             "method": request.method,
             "route": route,
             "service_id": service_id,
-            "hook": g.get("hook"),
+            "hook": state.get("hook"),
             "status": status,
             "latency_ms": round(elapsed * 1000, 1),
-            "cards": g.get("card_count"),
+            "cards": state.get("card_count"),
         }
     )
     return response

@@ -135,14 +135,16 @@ def _record(
     if not cards or not runtime.store_available():
         return
     issued = [
+        # Positional, in IssuedCard's field order: card uuid, service, kind, indicator,
+        # patient hash, evidence hash, time.
         IssuedCard(
-            card_uuid=card["uuid"],
-            service_id=service_id,
-            card_kind=finding.kind,
-            indicator=card["indicator"],
-            patient_hash=patient,
-            evidence_hash=fingerprint(finding),
-            issued_at=now,
+            card["uuid"],
+            service_id,
+            finding.kind,
+            card["indicator"],
+            patient,
+            fingerprint(finding),
+            now,
         )
         for card, finding in cards
     ]

@@ -87,9 +87,9 @@ class Runtime:
         """Whether this thread is inside `dry_run()`."""
         return bool(getattr(self._thread, "dry_run", False))
 
-    def services_with_id(self, service_id: str) -> list[ServiceSpec]:
+    def services_with_id(self, service_id: str) -> tuple[ServiceSpec, ...]:
         """Every (id, hook) entry registered under `service_id`."""
-        return list(self._services_by_id.get(service_id, ()))
+        return self._services_by_id.get(service_id, ())
 
     def close(self) -> None:
         """Store queued records, release the HTTP pool and threads."""
