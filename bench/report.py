@@ -19,6 +19,13 @@ def _ratio(service: float, floor: float) -> float:
     return service / floor if floor > 0 else math.inf
 
 
+def _one_worker(run: dict[str, Any]) -> bool:
+    """All or all but one of a run's connections on one worker (as bench/run.py `Run.unbalanced`)."""
+    counts = run.get("connections_per_worker") or []
+    total = sum(counts)
+    return len(counts) > 1 and total >= 2 * len(counts) and max(counts) >= total - 1
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
 
@@ -36,13 +43,26 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             return
         service, floor = s["service"][f"{pct}_ms"], s["floor"][f"{pct}_ms"]
         ratio = _ratio(service, floor)
-        ok = ratio <= limit
+        ok: bool | None = ratio <= limit
         measured = f"{_ms(service)} ms vs floor {_ms(floor)} ms = **{ratio:.2f}×**"
         gap = (
             f"{limit / ratio:.1f}× headroom"
             if ok
             else f"over by {ratio / limit:.2f}× (service would need ≤ {_ms(limit * floor)} ms)"
         )
+        lopsided = [
+            f"{side} {'/'.join(map(str, s[side].get('connections_per_worker', [])))}"
+            for side in ("service", "floor")
+            if _one_worker(s[side])
+        ]
+        if lopsided:
+            # A run with (nearly) every connection on one worker measures one process: its
+            # latencies are not the server's, and the ratio says nothing either way.
+            ok = None
+            gap = (
+                f"inconclusive: connections stayed on one worker ({', '.join(lopsided)}) "
+                f"after re-measuring; {gap}"
+            )
         rows.append((label, measured, gap, ok))
 
     ratio_row("a", "p50", 1.5, "(a) p50 ≤ 1.5× floor")
@@ -218,7 +238,8 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
     add(_row(["target", "measured", "distance", "result"]))
     add(_row(["---"] * 4))
     for target, measured, gap, ok in targets(r):
-        add(_row([target, measured, gap, _verdict(ok)]))
+        inconclusive = ok is None and gap.startswith("inconclusive")
+        add(_row([target, measured, gap, "**inconclusive**" if inconclusive else _verdict(ok)]))
     add("")
 
     add("## Scenarios")
@@ -281,7 +302,8 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
         "‡ Its floor row is the (a) floor run. *conn. per worker*: how wrk's keep-alive "
         "connections were spread over the gunicorn workers (they stay where they were accepted); a "
         "run with (nearly) all of them on one worker measures one process and is measured again "
-        "(at most twice)."
+        "(the best-spread attempt is kept); a ratio target whose run still sat on one worker is "
+        "inconclusive."
     )
     add("")
     add(

@@ -668,7 +668,9 @@ class Bench:
         )
         retries = 0
         # wrk's keep-alive connections stay on the worker that accepted them; when (nearly) all
-        # landed on one, the run measures one process, not the server: measure again (bounded).
+        # landed on one, the run measures one process, not the server: measure again (bounded),
+        # and keep the best-spread attempt (chosen by spread alone, never by its speed).
+        kept = run
         while run.unbalanced and retries < self.args.rebalance_retries and not tokens:
             retries += 1
             log(f"  connections all on one worker ({run.split}): measuring again")
@@ -681,6 +683,9 @@ class Bench:
                 duration=duration or self.args.duration,
                 connections=connections,
             )
+            if max(run.split.values(), default=0) < max(kept.split.values(), default=0):
+                kept = run
+        run = kept
         summary = run.summary()
         summary["rebalance_retries"] = retries
         self.results["runs"].append(summary)
@@ -1341,7 +1346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rebalance-retries",
         type=int,
-        default=2,
+        default=4,
         help="re-measure a run whose connections all sat on one worker, at most this often",
     )
     parser.add_argument("--no-jwt", dest="jwt", action="store_false")
