@@ -75,9 +75,9 @@ def evaluate(hook: HookInput) -> list[Finding]:
         for m in [*current_medications(record), *drafts]
     ]
     for order in targets:
-        target = reference(order)
-        context = [taken for taken in regimen if taken.ref != target]
-        for finding in check_order(hook, order, context):
+        this = Taken(reference(order), order, medicine_of(record, order))
+        context = [taken for taken in regimen if taken.ref != this.ref]
+        for finding in check_order(hook, this, context):
             # A pair or a combination found from each of its orders is one card, not one per order.
             found.setdefault((finding.kind, _medicines_named(finding)), finding)
     return _without_subsumed(found)
@@ -114,12 +114,10 @@ def _medicines_named(finding: Finding) -> frozenset[str]:
     return frozenset(names)
 
 
-def check_order(hook: HookInput, order: Resource, context: list[Taken]) -> list[Finding]:
+def check_order(hook: HookInput, this: Taken, context: list[Taken]) -> list[Finding]:
     """The checks of cards/cards.yaml for one ordered medicine, against the rest of the regimen."""
     kb = hook.knowledge
-    ordered = medicine_of(hook.record, order)
-    name = ordered.name
-    target = reference(order)
+    order, ordered, name, target = this.request, this.medicine, this.medicine.name, this.ref
 
     def ordered_is(vs_id: str) -> bool:
         """Whether the ordered medicine is in the value set."""
@@ -189,9 +187,8 @@ def check_order(hook: HookInput, order: Resource, context: list[Taken]) -> list[
             else taking("muscle-relaxants")
         )
         if partners:
-            this = [Taken(target, order, ordered)]
-            relaxants = this if relaxant else partners
-            depressants = partners if relaxant else this
+            relaxants = [this] if relaxant else partners
+            depressants = partners if relaxant else [this]
             found.append(
                 Finding(
                     "relaxant-with-cns-depressant",
