@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
 from cds_service.feedback import receive_feedback
@@ -72,7 +72,10 @@ def _body() -> bytes:
         raise RequestEntityTooLarge()
     # One read of the declared length from the WSGI input (PEP 3333): werkzeug's stream would
     # copy a prefetch-sized body through three more buffers on the way.
-    raw: bytes = request.environ["wsgi.input"].read(length)
+    try:
+        raw: bytes = request.environ["wsgi.input"].read(length)
+    except (OSError, ValueError):  # the connection broke mid-body, as werkzeug's stream treats it
+        raise ClientDisconnected() from None
     if len(raw) != length:
         raise InvalidRequest(
             "the request body is shorter than its Content-Length",

@@ -196,6 +196,20 @@ def test_a_body_shorter_than_its_content_length_is_400(client: FlaskClient) -> N
     assert f"received {len(body)} of {len(body) + 10} bytes" in outcome["issue"][0]["diagnostics"]
 
 
+def test_a_connection_broken_mid_body_is_400_not_a_server_error(client: FlaskClient) -> None:
+    class Broken(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise ConnectionResetError("peer reset")
+
+    response = client.post(
+        f"/cds-services/{SERVICE_ID}",
+        input_stream=Broken(b"{}"),
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "2"},
+    )
+    assert_outcome(response, 400)
+
+
 def test_a_chunked_body_without_a_length_is_read(client: FlaskClient) -> None:
     body = json.dumps(request_body()).encode()
     response = client.post(
