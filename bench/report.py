@@ -19,20 +19,24 @@ def _ratio(service: float, floor: float) -> float:
     return service / floor if floor > 0 else math.inf
 
 
-def _one_worker(run: dict[str, Any]) -> bool:
-    """All or all but one of a run's connections on one worker (as bench/run.py `Run.unbalanced`)."""
-    counts = run.get("connections_per_worker") or []
-    total = sum(counts)
-    return len(counts) > 1 and total >= 2 * len(counts) and max(counts) >= total - 1
+def one_worker(counts: list[int], connections: int) -> bool:
+    """All or all but one of a run's connections on one worker: it measured one process."""
+    return len(counts) > 1 and connections >= 2 * len(counts) and max(counts) >= connections - 1
 
 
-def _verdict(ok: bool | None) -> str:
+# The verdict of a ratio target whose service or floor run measured one process.
+INCONCLUSIVE = "inconclusive"
+
+
+def _verdict(ok: bool | str | None) -> str:
+    if isinstance(ok, str):
+        return f"**{ok}**"
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
 
 
-def targets(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
-    """(target, measured, how far from it, met?) for every target of the issue."""
-    rows: list[tuple[str, str, str, bool | None]] = []
+def targets(r: dict[str, Any]) -> list[tuple[str, str, str, bool | str | None]]:
+    """(target, measured, how far from it, met? or INCONCLUSIVE) for every target of the issue."""
+    rows: list[tuple[str, str, str, bool | str | None]] = []
     sc = r["scenarios"]
 
     def ratio_row(key: str, pct: str, limit: float, label: str) -> None:
@@ -43,7 +47,7 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             return
         service, floor = s["service"][f"{pct}_ms"], s["floor"][f"{pct}_ms"]
         ratio = _ratio(service, floor)
-        ok: bool | None = ratio <= limit
+        ok: bool | str = ratio <= limit
         measured = f"{_ms(service)} ms vs floor {_ms(floor)} ms = **{ratio:.2f}×**"
         gap = (
             f"{limit / ratio:.1f}× headroom"
@@ -53,14 +57,14 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         lopsided = [
             f"{side} {'/'.join(map(str, s[side].get('connections_per_worker', [])))}"
             for side in ("service", "floor")
-            if _one_worker(s[side])
+            if one_worker(s[side].get("connections_per_worker", []), s[side]["connections"])
         ]
         if lopsided:
             # A run with (nearly) every connection on one worker measures one process: its
             # latencies are not the server's, and the ratio says nothing either way.
-            ok = None
+            ok = INCONCLUSIVE
             gap = (
-                f"inconclusive: connections stayed on one worker ({', '.join(lopsided)}) "
+                f"{INCONCLUSIVE}: connections stayed on one worker ({', '.join(lopsided)}) "
                 f"after re-measuring; {gap}"
             )
         rows.append((label, measured, gap, ok))
@@ -238,8 +242,7 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
     add(_row(["target", "measured", "distance", "result"]))
     add(_row(["---"] * 4))
     for target, measured, gap, ok in targets(r):
-        inconclusive = ok is None and gap.startswith("inconclusive")
-        add(_row([target, measured, gap, "**inconclusive**" if inconclusive else _verdict(ok)]))
+        add(_row([target, measured, gap, _verdict(ok)]))
     add("")
 
     add("## Scenarios")

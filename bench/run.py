@@ -49,6 +49,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
+import report  # noqa: E402
 import scenarios  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -376,12 +377,7 @@ class Run:
     @property
     def unbalanced(self) -> bool:
         """All or all but one of the connections on one worker (throughput of one process)."""
-        counts = list(self.split.values())
-        return (
-            len(counts) > 1
-            and self.connections >= 2 * len(counts)
-            and (max(counts) >= self.connections - 1)
-        )
+        return report.one_worker(list(self.split.values()), self.connections)
 
     @property
     def requests(self) -> int:
@@ -1411,8 +1407,6 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     raw = json.dumps(results, indent=2, default=str)
     (args.out / "results.json").write_text(raw)
-    import report
-
     report.write(json.loads(raw), args.results, args.plot)
     log(f"done in {results['elapsed_s']:.0f} s: {args.results} and {args.plot}")
     return 0
