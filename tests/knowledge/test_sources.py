@@ -1,0 +1,51 @@
+"""Cards cite their sources for clinicians; where the codes were copied from stays in the registry."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cds_service.clock import Clock
+from cds_service.knowledge import Knowledge
+from cds_service.render import render_card
+from cds_service.rules.base import Finding
+
+# What a reviewer needs and a clinician does not: a file path, a repository commit, a file name.
+PROVENANCE_MARKS = re.compile(r"/work/|@[0-9a-f]{7,40}\b|\.(json|csv|tsv|xml|py)\b|local copy")
+
+
+def test_every_source_a_card_cites_reads_as_a_citation(knowledge: Knowledge) -> None:
+    cited = {key for kind in knowledge.cards.values() for key in kind["sources"]}
+    assert cited  # the check below is not vacuous
+    for key in sorted(cited):
+        citation = knowledge.sources[key]["citation"]
+        assert not PROVENANCE_MARKS.search(citation), f"{key}: {citation}"
+
+
+@pytest.mark.parametrize("kind_id", ["beers-muscle-relaxant", "calcium-workup"])
+def test_a_card_shows_citations_and_never_provenance(knowledge: Knowledge, kind_id: str) -> None:
+    clock = Clock()
+    card = render_card(
+        Finding(kind_id), knowledge, clock, {"patient_id": "p", "today": "2026-01-01"}
+    )
+    sources = card["detail"].split("**Sources**", 1)[1]
+    for key in knowledge.cards[kind_id]["sources"]:
+        entry = knowledge.sources[key]
+        assert f"- {entry['citation']}\n" in sources
+        if "provenance" in entry:
+            assert entry["provenance"] not in card["detail"]
+    assert not PROVENANCE_MARKS.search(sources)
+
+
+def test_the_value_set_copies_keep_their_provenance(knowledge: Knowledge) -> None:
+    # Splitting citation from provenance must not lose where a VSAC expansion was read.
+    vsac_copies = [
+        entry
+        for entry in knowledge.sources.values()
+        if entry["citation"].startswith("VSAC ")
+        and "github.com/cqframework" in entry.get("url", "")
+    ]
+    assert vsac_copies
+    for entry in vsac_copies:
+        assert "cqframework/" in entry.get("provenance", ""), entry["citation"]
