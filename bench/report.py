@@ -303,7 +303,11 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
         "the (c) target is the wall-time bound above. At 8 connections (c) is bounded by the local "
         "FHIR server (one Node process) rather than by the service. "
         "‡ Its floor row is the (a) floor run. *conn. per worker*: how wrk's keep-alive "
-        "connections were spread over the gunicorn workers (they stay where they were accepted); a "
+        "connections were spread over the gunicorn workers (they stay where they were accepted). "
+        "A worker holding k connections answers each in about k times its CPU per call, so an "
+        "uneven run has two latency modes and its p50 falls on either: each measured run restarts "
+        "wrk until the spread is even (decided when the connections open, before any latency "
+        "counts; bounded, the last start is kept). A "
         "run with (nearly) all of them on one worker measures one process and is measured again "
         "(the best-spread attempt is kept); a ratio target whose run still sat on one worker is "
         "inconclusive."
@@ -472,6 +476,16 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
             "Other processes used a noticeable share of the CPUs during: "
             + "; ".join(f"{run['label']} ({run['target']}) {run['other_cpu']:.0%}" for run in noisy)
             + ". Compare with a quieter re-run."
+        )
+        add("")
+    restarted = [run for run in r["runs"] if run.get("uneven_starts")]
+    if restarted:
+        add(
+            "wrk starts dropped for an uneven connection spread before the measured run: "
+            + "; ".join(
+                f"{run['label']} ({run['target']}) {run['uneven_starts']}×" for run in restarted
+            )
+            + "."
         )
         add("")
     retried = [run for run in r["runs"] if run.get("rebalance_retries")]

@@ -373,6 +373,7 @@ class Run:
     raw: dict[str, Any] = field(default_factory=dict)
     other_cpu: float = 0.0
     split: dict[int, int] = field(default_factory=dict)  # worker pid -> wrk connections it holds
+    restarts: int = 0  # wrk starts dropped for an uneven spread before this run (start_wrk)
 
     @property
     def unbalanced(self) -> bool:
@@ -415,6 +416,7 @@ class Run:
             "tokens_exhausted": self.raw.get("tokens_exhausted", 0),
             "other_cpu": round(self.other_cpu, 3),
             "connections_per_worker": sorted(self.split.values(), reverse=True),
+            "uneven_starts": self.restarts,
             "percentiles_ms": [[p, v / 1000] for p, v in self.raw["percentiles"]],
         }
 
@@ -437,7 +439,10 @@ class Load:
         tokens: Path | None = None,
         patient: str | None = None,
         master: int = 0,
+        even_attempts: int = 0,
     ) -> Run:
+        """One wrk run. With `even_attempts` (and the gunicorn master), wrk is started again, at most
+        that often, until its connections are spread evenly over the workers (see `start_even`)."""
         threads = max(1, min(2, connections))
         argv = [
             self.wrk,
@@ -457,14 +462,8 @@ class Load:
             str(patient_variants(body_file) if patient else 1),
         ]
         split: dict[int, int] = {}
+        wrk, restarts = start_wrk(argv, master, port, connections, even_attempts)
         with cpu_accounting() as cpu:
-            wrk = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                preexec_fn=_die_with_parent,
-            )
             deadline = time.monotonic() + duration + self.timeout_s + 60
             try:
                 # Which worker holds which of wrk's keep-alive connections (fixed for the run).
@@ -497,15 +496,68 @@ class Load:
             json.loads(line[len("BENCH_JSON ") :]),
             cpu["other_cpu"],
             split,
+            restarts,
         )
         spread = "/".join(str(n) for n in sorted(split.values(), reverse=True))
         log(
             f"  {label:<24} {target:<12} c={connections:<3} {run.rps:8.1f} req/s  "
             f"p50 {run.ms('p50'):8.1f} ms  p99 {run.ms('p99'):8.1f} ms  errors {run.errors}"
             + (f"  workers {spread}" if spread else "")
+            + (f" ({restarts} uneven starts dropped)" if restarts else "")
             + (f"  (other CPU load {run.other_cpu:.0%})" if run.other_cpu >= 0.05 else "")
         )
         return run
+
+
+def _spawn(argv: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def even(counts: list[int]) -> bool:
+    """Connections spread over the workers as evenly as their number allows (4/4 for 8 on 2)."""
+    return not counts or max(counts) - min(counts) <= 1
+
+
+def start_wrk(
+    argv: list[str], master: int, port: int, connections: int, attempts: int
+) -> tuple[subprocess.Popen[str], int]:
+    """wrk started; with `attempts`, started again until its connections are spread evenly.
+
+    wrk's keep-alive connections stay on the gunicorn worker that accepted them, and which worker
+    accepts is chance. In this closed loop a worker holding k connections answers each in about k
+    times its CPU per call, so a 5/3 or 6/2 run has two latency modes and its p50 falls on either.
+    Service and floor are compared at the same, even spread. The spread is read as soon as every
+    connection is open, before any latency counts: the choice never looks at speed. Returns the
+    process and how often it was restarted (the last attempt is kept whatever its spread).
+    """
+    restarts = 0
+    while True:
+        wrk = _spawn(argv)
+        if not master or attempts <= 0 or restarts >= attempts:
+            return wrk, restarts
+        split: dict[int, int] = {}
+        opened_by = time.monotonic() + 10  # wrk's script builds its bodies before it connects
+        while wrk.poll() is None and time.monotonic() < opened_by:
+            time.sleep(0.05)
+            split = connections_per_worker(master, port)
+            if sum(split.values()) >= connections:
+                break
+        if (
+            wrk.poll() is not None  # wrk failed: the caller reports it
+            or sum(split.values()) < connections  # not all seen open: keep it rather than guess
+            or even(list(split.values()))
+        ):
+            return wrk, restarts
+        wrk.kill()
+        wrk.wait()
+        restarts += 1
+        time.sleep(0.2)  # let the workers see the closed connections
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,6 +661,7 @@ class Bench:
         duration: float,
         connections: int,
         tokens: Path | None = None,
+        even_start: bool = False,
     ) -> Run:
         """One wrk run; counts what the no-auth service answered (for the memory checkpoint)."""
         run = self.load.run(
@@ -622,6 +675,8 @@ class Bench:
             tokens=tokens,
             patient=self.patients.get(body),
             master=self.masters.get(port, 0),
+            # A dropped start would replay its one-use tokens: token runs start once.
+            even_attempts=self.args.even_attempts if even_start and tokens is None else 0,
         )
         if target == "service":
             self.service_requests += run.requests
@@ -661,6 +716,7 @@ class Bench:
             duration=duration or self.args.duration,
             connections=connections,
             tokens=tokens[1] if tokens else None,
+            even_start=True,
         )
         retries = 0
         # wrk's keep-alive connections stay on the worker that accepted them; when (nearly) all
@@ -678,6 +734,7 @@ class Bench:
                 body,
                 duration=duration or self.args.duration,
                 connections=connections,
+                even_start=True,
             )
             if max(run.split.values(), default=0) < max(kept.split.values(), default=0):
                 kept = run
@@ -1344,6 +1401,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=4,
         help="re-measure a run whose connections all sat on one worker, at most this often",
+    )
+    parser.add_argument(
+        "--even-attempts",
+        type=int,
+        default=15,
+        help="restart wrk, at most this often per measured run, until its connections are spread"
+        " evenly over the workers (0: keep the first start)",
     )
     parser.add_argument("--no-jwt", dest="jwt", action="store_false")
     parser.add_argument(
