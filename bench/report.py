@@ -234,6 +234,14 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
         f"on 127.0.0.1, {st['warmup_s']:g} s warm-up then {st['duration_s']:g} s at "
         f"{st['connections']} connections per row unless noted; wrk's request timeout "
         f"{st['wrk_timeout_s']:g} s."
+        + (
+            f" Scenarios (a)-(d): floor and service take turns, {st['rounds']} rounds of "
+            f"{st['duration_s'] / st['rounds']:g} s each (the machine's speed drifts; both sides "
+            "see the same drift); a row's p50/p95/p99 is the median of its rounds', its req/s "
+            "over all rounds, its max the largest."
+            if st.get("rounds", 1) > 1
+            else ""
+        )
     )
     add("")
 
@@ -335,6 +343,15 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
                     else f"one unloaded call {p['latency_ms']} ms"
                 ),
             ]
+            if s.get("rounds"):
+                bits.append(
+                    "p50 service/floor by round: "
+                    + ", ".join(
+                        f"{_ratio(x['service_p50_ms'], x['floor_p50_ms']):.2f}×"
+                        f" ({x['service_rps']:.0f} vs {x['floor_rps']:.0f} req/s)"
+                        for x in s["rounds"]
+                    )
+                )
             add(f"- {name}: {s['title']}; " + "; ".join(bits) + ".")
     c = sc.get("c", {})
     if "fhir_round_trip" in c:

@@ -509,6 +509,50 @@ class Load:
         return run
 
 
+def combined(label: str, runs: list[Run]) -> dict[str, Any]:
+    """One summary of a target's alternating rounds: counts added up, each latency percentile the
+    median of the rounds' (wrk reports percentiles, not histograms that could be pooled), max the
+    largest, connection spread the most lopsided round's (a lopsided round makes a ratio
+    inconclusive)."""
+    parts = [run.summary() for run in runs]
+    if len(parts) == 1:
+        return parts[0]
+    duration = sum(run.duration for run in runs)
+    requests = sum(p["requests"] for p in parts)
+
+    def median_of(key: str) -> float:
+        return float(statistics.median(p[key] for p in parts))
+
+    wrk_errors = {k: sum(p["wrk_errors"][k] for p in parts) for k in parts[0]["wrk_errors"]}
+    return {
+        "label": label,
+        "target": parts[0]["target"],
+        "connections": parts[0]["connections"],
+        "duration_s": duration,
+        "requests": requests,
+        "rps": round(sum(run.rps * run.duration for run in runs) / duration, 1),
+        "p50_ms": median_of("p50_ms"),
+        "p95_ms": median_of("p95_ms"),
+        "p99_ms": median_of("p99_ms"),
+        "max_ms": max(p["max_ms"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "wrk_errors": wrk_errors,
+        "not_200": sum(p["not_200"] for p in parts),
+        "not_200_sample": " ".join(p["not_200_sample"] for p in parts if p["not_200_sample"]),
+        "tokens_exhausted": sum(p["tokens_exhausted"] for p in parts),
+        "other_cpu": round(max(p["other_cpu"] for p in parts), 3),
+        "connections_per_worker": max(
+            (p["connections_per_worker"] for p in parts), key=lambda c: max(c, default=0)
+        ),
+        "uneven_starts": sum(p["uneven_starts"] for p in parts),
+        "rounds": len(parts),
+        "percentiles_ms": [
+            [pct, statistics.median(p["percentiles_ms"][i][1] for p in parts)]
+            for i, (pct, _) in enumerate(parts[0]["percentiles_ms"])
+        ],
+    }
+
+
 def _spawn(argv: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         argv,
@@ -757,6 +801,7 @@ class Bench:
             "worker_class": "gthread",
             "connections": a.connections,
             "duration_s": a.duration,
+            "rounds": a.rounds,
             "warmup_s": a.warmup,
             "soak_connections": a.soak_connections,
             "soak_duration_s": a.soak_duration,
@@ -980,31 +1025,48 @@ class Bench:
             log(f"  ({key}) not measured: {result['failed']}")
             return result
         log(f"  cards: {', '.join(result['preflight']['cards']) or '(none)'}")
-        floor = self.measure(
-            f"({key})", "floor", self.ports.floor, path, body, connections=a.connections
-        )
-        self.drive(
-            f"({key}) warm-up",
-            "service",
-            self.ports.service,
-            path,
-            body,
-            duration=a.warmup,
-            connections=a.connections,
-        )
+        for target, port in (("floor", self.ports.floor), ("service", self.ports.service)):
+            self.drive(
+                f"({key}) warm-up",
+                target,
+                port,
+                path,
+                body,
+                duration=a.warmup,
+                connections=a.connections,
+            )
         if memory is not None:
             memory["service_after_warmup"] = worker_memory(self.service_pid, a.workers)
             memory["service_after_warmup_requests"] = self.service_requests
-        service = self.measure(
-            f"({key})",
-            "service",
-            self.ports.service,
-            path,
-            body,
-            connections=a.connections,
-            warmup=False,
-        )
-        result["service"], result["floor"] = service.summary(), floor.summary()
+        # The floor and the service take turns, a.rounds times, sharing the measured time: the
+        # machine's speed drifts (by ~8% within an hour here), and both sides then see the same drift.
+        rounds = max(1, a.rounds)
+        runs: dict[str, list[Run]] = {"floor": [], "service": []}
+        for n in range(1, rounds + 1):
+            for target, port in (("floor", self.ports.floor), ("service", self.ports.service)):
+                runs[target].append(
+                    self.measure(
+                        f"({key})" if rounds == 1 else f"({key}) round {n}/{rounds}",
+                        target,
+                        port,
+                        path,
+                        body,
+                        connections=a.connections,
+                        duration=a.duration / rounds,
+                        warmup=False,
+                    )
+                )
+        result["service"] = combined(f"({key})", runs["service"])
+        result["floor"] = combined(f"({key})", runs["floor"])
+        result["rounds"] = [
+            {
+                "service_p50_ms": s.ms("p50"),
+                "floor_p50_ms": f.ms("p50"),
+                "service_rps": round(s.rps, 1),
+                "floor_rps": round(f.rps, 1),
+            }
+            for s, f in zip(runs["service"], runs["floor"], strict=True)
+        ]
         return result
 
     def memory_checkpoint(self, service: Proc, body: Path, memory: dict[str, Any]) -> None:
@@ -1403,6 +1465,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="re-measure a run whose connections all sat on one worker, at most this often",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="scenarios (a)-(d): floor and service take turns this often, sharing --duration",
+    )
+    parser.add_argument(
         "--even-attempts",
         type=int,
         default=15,
@@ -1425,7 +1493,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--node", default="node")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.soak_duration = 3, 1, 5
+        args.duration, args.warmup, args.soak_duration, args.rounds = 3, 1, 5, 1
         args.memory_requests, args.cold_starts, args.rt_samples = 500, 1, 3
         args.results, args.plot = args.out / "results-quick.md", args.out / "latency-quick.png"
     return args
