@@ -495,26 +495,21 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
             + ". Compare with a quieter re-run."
         )
         add("")
-    restarted = [run for run in r["runs"] if run.get("uneven_starts")]
-    if restarted:
-        add(
-            "wrk starts dropped for an uneven connection spread before the measured run: "
-            + "; ".join(
-                f"{run['label']} ({run['target']}) {run['uneven_starts']}×" for run in restarted
-            )
-            + "."
-        )
-        add("")
-    retried = [run for run in r["runs"] if run.get("rebalance_retries")]
-    if retried:
-        add(
-            "Measured again because wrk's connections had all landed on one worker: "
-            + "; ".join(
-                f"{run['label']} ({run['target']}) {run['rebalance_retries']}×" for run in retried
-            )
-            + "."
-        )
-        add("")
+    for key, what in (
+        (
+            "uneven_starts",
+            "wrk starts dropped for an uneven connection spread before the measured run",
+        ),
+        (
+            "rebalance_retries",
+            "Measured again because wrk's connections had all landed on one worker",
+        ),
+    ):
+        counted = [run for run in r["runs"] if run.get(key)]
+        if counted:
+            listed = "; ".join(f"{run['label']} ({run['target']}) {run[key]}×" for run in counted)
+            add(f"{what}: {listed}.")
+            add("")
     for note in r.get("notes", []):
         add(f"- {note}")
     if plot_ok:
