@@ -442,7 +442,7 @@ class Load:
         even_attempts: int = 0,
     ) -> Run:
         """One wrk run. With `even_attempts` (and the gunicorn master), wrk is started again, at most
-        that often, until its connections are spread evenly over the workers (see `start_even`)."""
+        that often, until its connections are spread evenly over the workers (see `start_wrk`)."""
         threads = max(1, min(2, connections))
         argv = [
             self.wrk,
@@ -518,33 +518,34 @@ def combined(label: str, runs: list[Run]) -> dict[str, Any]:
     if len(parts) == 1:
         return parts[0]
     duration = sum(run.duration for run in runs)
-    requests = sum(p["requests"] for p in parts)
+
+    def total(key: str) -> int:
+        return sum(int(p[key]) for p in parts)
 
     def median_of(key: str) -> float:
         return float(statistics.median(p[key] for p in parts))
 
-    wrk_errors = {k: sum(p["wrk_errors"][k] for p in parts) for k in parts[0]["wrk_errors"]}
+    # The rounds share target and connections; every other field is combined here.
     return {
+        **parts[0],
         "label": label,
-        "target": parts[0]["target"],
-        "connections": parts[0]["connections"],
         "duration_s": duration,
-        "requests": requests,
+        "requests": total("requests"),
         "rps": round(sum(run.rps * run.duration for run in runs) / duration, 1),
         "p50_ms": median_of("p50_ms"),
         "p95_ms": median_of("p95_ms"),
         "p99_ms": median_of("p99_ms"),
         "max_ms": max(p["max_ms"] for p in parts),
-        "errors": sum(p["errors"] for p in parts),
-        "wrk_errors": wrk_errors,
-        "not_200": sum(p["not_200"] for p in parts),
+        "errors": total("errors"),
+        "wrk_errors": {k: sum(p["wrk_errors"][k] for p in parts) for k in parts[0]["wrk_errors"]},
+        "not_200": total("not_200"),
         "not_200_sample": " ".join(p["not_200_sample"] for p in parts if p["not_200_sample"]),
-        "tokens_exhausted": sum(p["tokens_exhausted"] for p in parts),
+        "tokens_exhausted": total("tokens_exhausted"),
         "other_cpu": round(max(p["other_cpu"] for p in parts), 3),
         "connections_per_worker": max(
             (p["connections_per_worker"] for p in parts), key=lambda c: max(c, default=0)
         ),
-        "uneven_starts": sum(p["uneven_starts"] for p in parts),
+        "uneven_starts": total("uneven_starts"),
         "rounds": len(parts),
         "percentiles_ms": [
             [pct, statistics.median(p["percentiles_ms"][i][1] for p in parts)]
