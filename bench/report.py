@@ -324,7 +324,11 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
     add(
         "*other CPU*: share of the machine's CPUs used meanwhile by processes that are not this "
         "benchmark's (from /proc/stat minus our processes); above "
-        f"{NOISY:.0%} the row is noisy."
+        f"{NOISY:.0%} the row is noisy. *errors*: wrk's connect, read, write and timeout errors "
+        "plus answers with a status of 400 or more (wrk's own count); the soak checks every "
+        "answer's status and counts any but 200. Checking every status makes wrk copy each "
+        "answer into its Lua script, a cost per byte answered on the CPUs the servers share "
+        "(the service's (d) answer is ~13 KB, the floor's 0.3 KB), so latency rows leave it off."
     )
     add("")
     for key, name in order:

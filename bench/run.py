@@ -395,6 +395,7 @@ class Run:
     def errors(self) -> int:
         e = self.raw["errors"]
         failed = sum(int(e[kind]) for kind in ("connect", "read", "write", "timeout"))
+        # not_200 already holds wrk's own status count (400 or more), or more (see post.lua).
         return failed + int(self.raw["not_200"])
 
     def summary(self) -> dict[str, Any]:
@@ -411,6 +412,7 @@ class Run:
             "max_ms": self.ms("max"),
             "errors": self.errors,
             "wrk_errors": self.raw["errors"],
+            "statuses": self.raw.get("statuses", "each"),
             "not_200": self.raw["not_200"],
             "not_200_sample": self.raw["not_200_sample"],
             "tokens_exhausted": self.raw.get("tokens_exhausted", 0),
@@ -440,9 +442,12 @@ class Load:
         patient: str | None = None,
         master: int = 0,
         even_attempts: int = 0,
+        statuses: str = "errors",
     ) -> Run:
         """One wrk run. With `even_attempts` (and the gunicorn master), wrk is started again, at most
-        that often, until its connections are spread evenly over the workers (see `start_wrk`)."""
+        that often, until its connections are spread evenly over the workers (see `start_wrk`).
+        `statuses` is post.lua's STATUSES: "errors" (wrk counts statuses of 400 or more) or "each"
+        (every status checked in Lua, at a cost per byte answered borne by wrk)."""
         threads = max(1, min(2, connections))
         argv = [
             self.wrk,
@@ -456,7 +461,7 @@ class Load:
             "--",
             str(body_file),
             str(tokens or "-"),
-            "0",
+            statuses,
             str(threads),
             patient or "-",
             str(patient_variants(body_file) if patient else 1),
@@ -707,6 +712,7 @@ class Bench:
         connections: int,
         tokens: Path | None = None,
         even_start: bool = False,
+        statuses: str = "errors",
     ) -> Run:
         """One wrk run; counts what the no-auth service answered (for the memory checkpoint)."""
         run = self.load.run(
@@ -722,6 +728,7 @@ class Bench:
             master=self.masters.get(port, 0),
             # A dropped start would replay its one-use tokens: token runs start once.
             even_attempts=self.args.even_attempts if even_start and tokens is None else 0,
+            statuses=statuses,
         )
         if target == "service":
             self.service_requests += run.requests
@@ -739,6 +746,7 @@ class Bench:
         duration: float | None = None,
         warmup: bool = True,
         tokens: tuple[Path, Path] | None = None,
+        statuses: str = "errors",
     ) -> Run:
         """A warm-up (unless warmup=False), then the measured run, which is kept in the results."""
         if warmup and self.args.warmup > 0:
@@ -762,6 +770,7 @@ class Bench:
             connections=connections,
             tokens=tokens[1] if tokens else None,
             even_start=True,
+            statuses=statuses,
         )
         retries = 0
         # wrk's keep-alive connections stay on the worker that accepted them; when (nearly) all
@@ -780,6 +789,7 @@ class Bench:
                 duration=duration or self.args.duration,
                 connections=connections,
                 even_start=True,
+                statuses=statuses,
             )
             if max(run.split.values(), default=0) < max(kept.split.values(), default=0):
                 kept = run
@@ -885,6 +895,7 @@ class Bench:
             connections=a.soak_connections,
             duration=a.soak_duration,
             warmup=False,
+            statuses="each",  # the zero-errors target: any status but 200 is an error
         )
         soak_floor = self.measure(
             "soak (a)",
@@ -895,6 +906,7 @@ class Bench:
             connections=a.soak_connections,
             duration=a.duration,
             warmup=False,
+            statuses="each",
         )
         memory["service_after_soak"] = worker_memory(service.pid, a.workers)
         memory["service_after_soak_requests"] = self.service_requests
