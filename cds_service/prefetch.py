@@ -179,8 +179,8 @@ def gather(
             try:
                 data[key] = future.result()
                 continue
-            except FhirFetchError as exc:
-                reason = str(exc)
+            except FhirFetchError as failure:  # not `exc`: mypyc types a name by its first use
+                reason = str(failure)
         log.warning("prefetch key not obtained", extra={"prefetch_key": key, "reason": reason})
         if template.required:
             failures.append(_missing(key, reason))
