@@ -223,7 +223,9 @@ def write(r: dict[str, Any], results: Path, plot: Path) -> None:
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB; {m['os']}; Python "
         f"{m['python']}, Flask {m['flask']}, gunicorn {m['gunicorn']}; {m['wrk']}; Node "
         f"{m['node']}. Load average at start: {' '.join(m['loadavg_at_start'])}. Code: "
-        f"{m['commit']}{' plus uncommitted changes' if m['uncommitted_changes'] else ''}."
+        f"{m['commit']}{' plus uncommitted changes' if m['uncommitted_changes'] else ''}"
+        + (f"; service code: {r['service_code']}" if r.get("service_code") else "")
+        + "."
     )
     add("")
     add(

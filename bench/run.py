@@ -862,6 +862,8 @@ class Bench:
         assert service is not None and floor is not None
         self.service_pid = service.pid
         self.results["cold_start_s"] = cold
+        self.results["service_code"] = service_code(service.log_path)
+        log(f"service code: {self.results['service_code']}")
 
         memory: dict[str, Any] = {}
         memory["service_start"] = worker_memory(service.pid, a.workers)
@@ -1386,6 +1388,13 @@ def round_trips(
 # Settings of `cds-service serve` that only make sense for the service itself (its worker
 # warm-up hooks: the floor has nothing to warm).
 SERVICE_ONLY_SETTINGS = {"post_fork", "post_worker_init", "certfile", "keyfile"}
+
+
+def service_code(log_path: Path) -> str:
+    """What `cds-service serve` said at start about its code: compiled (mypyc) or pure Python."""
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    said = [line.removeprefix("Code: ") for line in text.splitlines() if line.startswith("Code: ")]
+    return said[-1] if said else "not stated by the service"
 
 
 def gunicorn_setting_names(path: Path) -> set[str]:

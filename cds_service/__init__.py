@@ -9,6 +9,8 @@ from flask import Flask, Response, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
+# First: refuses to go on if a compiled module is older than its source (see native.py).
+from cds_service import native  # noqa: F401
 from cds_service.clock import Clock
 from cds_service.config import Settings, load_settings
 from cds_service.errors import CdsError, Issue, operation_outcome

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from cds_service import native
 from cds_service.config import ConfigError, load_settings
 from cds_service.knowledge import KnowledgeError, load_knowledge
 
@@ -139,6 +140,7 @@ def serve(
 
     scheme = "https" if certfile else "http"
     click.echo(f"CDS Hooks discovery: {scheme}://{host}:{port}/cds-services", err=True)
+    click.echo(f"Code: {native.summary()}", err=True)
     Server().run()
 
 
