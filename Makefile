@@ -27,7 +27,8 @@ fhir_server/node_modules/.package-lock.json: fhir_server/package.json fhir_serve
 ## make build: compile the hook call's pure modules with mypyc, in place (setup.py); without a C
 ## compiler the service stays pure Python, with a warning. `make run`, `test` and `bench` do this.
 $(VENV)/.native: $(PACKAGE_SOURCES) | $(VENV)/.installed
-	$(BIN)/pip install --quiet "setuptools>=77" "mypy>=1.13"
+	$(BIN)/pip install --quiet -e '.[compile]'
+	rm -f cds_service/native-build.json && find cds_service -name '*.so' -delete
 	CDS_COMPILE=1 $(BIN)/python setup.py --quiet build_ext --inplace
 	touch $@
 
