@@ -48,6 +48,15 @@ def module_name(path: str) -> str:
     return name.removesuffix(".__init__")
 
 
+# The sources as mypyc reads them: digested before it generates C, so a file edited during the
+# build reads as stale afterwards instead of being vouched for.
+DIGESTS = (
+    {module_name(p): hashlib.sha256((ROOT / p).read_bytes()).hexdigest() for p in NATIVE}
+    if MODE
+    else {}
+)
+
+
 class BuildNative(build_ext):
     """build_ext that records what it compiled and, unless required, falls back to pure Python."""
 
@@ -73,11 +82,8 @@ class BuildNative(build_ext):
 
     def _write_manifest(self) -> None:
         package = ROOT / "cds_service" if self.inplace else Path(self.build_lib) / "cds_service"
-        modules = {
-            module_name(p): hashlib.sha256((ROOT / p).read_bytes()).hexdigest() for p in NATIVE
-        }
         (package / "native-build.json").write_text(
-            json.dumps({"group": GROUP, "modules": modules}, indent=1, sort_keys=True) + "\n",
+            json.dumps({"group": GROUP, "modules": DIGESTS}, indent=1, sort_keys=True) + "\n",
             encoding="utf-8",
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -40,11 +41,11 @@ def extension_files(package: Path = PACKAGE) -> dict[str, Path]:
     return found
 
 
-def stale_modules(package: Path = PACKAGE, manifest: Path | None = None) -> list[str]:
+def stale_modules(package: Path = PACKAGE) -> list[str]:
     """Modules whose compiled extension was not built from the source now beside it."""
-    manifest = manifest or package / MANIFEST.name
     try:
-        built: dict[str, str] = json.loads(manifest.read_text(encoding="utf-8"))["modules"]
+        manifest = (package / MANIFEST.name).read_text(encoding="utf-8")
+        built: dict[str, str] = json.loads(manifest)["modules"]
     except (OSError, ValueError, KeyError, TypeError):
         built = {}
     stale = []
@@ -72,8 +73,6 @@ def check(package: Path = PACKAGE) -> None:
 
 def compiled(modules: list[str]) -> list[str]:
     """Of the named (imported) modules, those running as compiled extensions."""
-    import sys
-
     return [
         name
         for name in modules
