@@ -40,13 +40,13 @@ run: $(VENV)/.installed $(VENV)/.native
 
 ## make test: installs what the tests need, then the whole suite (lint, types, pytest)
 test: $(VENV)/.installed-test $(VENV)/.native fhir_server/node_modules/.package-lock.json
-	$(BIN)/ruff check cds_service tests
+	$(BIN)/ruff check cds_service tests setup.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check cds_service tests
-	$(BIN)/ruff format --check cds_service tests
+	$(BIN)/ruff check cds_service tests setup.py
+	$(BIN)/ruff format --check cds_service tests setup.py
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
