@@ -46,6 +46,7 @@ def run(host: str, port: int) -> None:
     os.environ.setdefault("CDS_ENV", "development")
     app = _app_or_exit(create_app)
     click.echo(f"CDS Hooks discovery: http://{host}:{port}/cds-services", err=True)
+    click.echo(f"Code: {native.summary()}", err=True)
     app.run(host=host, port=port, threaded=True)
 
 
