@@ -15,7 +15,8 @@
 --              floor's 0.3 KB hardly. Latency runs leave it off; the error-counting soak uses it.
 -- THREADS      wrk's -t, for striding the tokens.
 --
--- done() prints one line "BENCH_JSON {...}" with counts, wrk's error counters, the responses with an
+-- done() prints one line "BENCH_JSON {...}" with counts (responses: those the Lua callback saw, so 0
+-- with "errors"; requests counts every answer), wrk's error counters, the responses with an
 -- unwanted status (not_200: any status but 200 with "each", 400 or more with "errors") and the
 -- latency percentiles in microseconds; bench/run.py parses it.
 

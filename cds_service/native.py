@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -41,13 +42,19 @@ def extension_files(package: Path = PACKAGE) -> dict[str, Path]:
     return found
 
 
-def stale_modules(package: Path = PACKAGE) -> list[str]:
-    """Modules whose compiled extension was not built from the source now beside it."""
+def built_modules(package: Path = PACKAGE) -> dict[str, str] | None:
+    """The manifest of the last compile (module -> source digest), or None if there is none."""
     try:
         manifest = (package / MANIFEST.name).read_text(encoding="utf-8")
-        built: dict[str, str] = json.loads(manifest)["modules"]
+        modules: dict[str, str] = json.loads(manifest)["modules"]
     except (OSError, ValueError, KeyError, TypeError):
-        built = {}
+        return None
+    return modules
+
+
+def stale_modules(package: Path = PACKAGE) -> list[str]:
+    """Modules whose compiled extension was not built from the source now beside it."""
+    built = built_modules(package) or {}
     stale = []
     for module, extension in sorted(extension_files(package).items()):
         source = extension.parent / (extension.name.split(".", 1)[0] + ".py")
@@ -83,10 +90,12 @@ def compiled(modules: list[str]) -> list[str]:
 
 def summary() -> str:
     """One line for the start-up log: how many of the compiled modules are in use."""
-    try:
-        modules = sorted(json.loads(MANIFEST.read_text(encoding="utf-8"))["modules"])
-    except (OSError, ValueError, KeyError, TypeError):
+    built = built_modules()
+    if built is None:
         return "pure Python (no compiled modules; `make build` compiles them)"
+    modules = sorted(built)
+    for name in modules:  # all are imported by the app anyway; the count must not depend on it
+        importlib.import_module(name)
     return f"{len(compiled(modules))} of {len(modules)} compiled modules in use (mypyc)"
 
 
