@@ -265,12 +265,12 @@ def validate_orders(knowledge: Any) -> list[str]:
     )
     from pydantic import ValidationError
 
-    from cds_service.knowledge.loader import fill_template
+    from cds_service.knowledge.loader import fill
 
     problems = []
     sample = {"patient_id": "example", "today": "2026-01-01"}
     for order_id, order in knowledge.orders.items():
-        resource = fill_template(order["resource"], sample)
+        resource = fill(order["resource"], sample)
         try:
             get_fhir_model_class(resource["resourceType"]).model_validate(resource)
         except ValidationError as exc:

@@ -3,16 +3,28 @@ again for the kind's snooze period (cards/cards.yaml `snooze_days`), unless its 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 
 from cds_service.knowledge import Knowledge
-from cds_service.rules.base import Finding
-from cds_service.store.cards import evidence_hash, first_evidence_hash
+from cds_service.rules.evaluation import Finding
 
 
-def fingerprint(finding: Finding) -> str:
-    """The evidence hash of a finding (what the card says about this patient)."""
-    return evidence_hash(finding.kind, finding.facts, finding.evidence)
+def evidence_hash(finding: Finding) -> str:
+    """A fingerprint of what a card says about the patient; a new result changes it.
+
+    SHA-256 of the compact JSON of `[kind, facts (keys sorted), evidence lines]`, UTF-8; a fact JSON
+    cannot hold is written as its text.
+    """
+    canonical = json.dumps(
+        [finding.kind, finding.facts, list(finding.evidence)],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def snoozed(
@@ -22,14 +34,6 @@ def snoozed(
     now: datetime,
 ) -> bool:
     """Whether an override of the same card with the same evidence is still within its snooze period."""
-    days = knowledge.cards[finding.kind]["snooze_days"]
-    if not days or not overrides:  # the usual case: no hash to work out
-        return False
-    kind = finding.kind
-    # An override of a card issued before the current fingerprint form carries the first one.
-    times = (
-        overrides.get((kind, fingerprint(finding))),
-        overrides.get((kind, first_evidence_hash(kind, finding.facts, finding.evidence))),
-    )
-    overridden_at = max((t for t in times if t is not None), default=None)
+    days = knowledge.cards[finding.kind].snooze_days
+    overridden_at = overrides.get((finding.kind, evidence_hash(finding))) if days else None
     return overridden_at is not None and now < overridden_at + timedelta(days=days)

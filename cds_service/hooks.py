@@ -8,15 +8,17 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.errors import InvalidRequest, Issue, UnknownService
-from cds_service.fatigue import fingerprint, snoozed
+from cds_service.fatigue import evidence_hash, snoozed
 from cds_service.fhir.client import FhirClient, FhirFetchError
+from cds_service.fhir.data import iter_bundle
 from cds_service.fhir.record import record_from_prefetch
-from cds_service.knowledge.loader import ServiceSpec
+from cds_service.knowledge.loader import Service
 from cds_service.metrics import CARDS, SNOOZED, inc
 from cds_service.prefetch import gather
 from cds_service.protocol.schemas import context_schema_for, validate
 from cds_service.render import render_cards
-from cds_service.rules import EVALUATORS, Finding, HookInput
+from cds_service.rules import RULES, Evaluation, Finding
+from cds_service.rules.evaluation import reference
 from cds_service.runtime import Runtime
 from cds_service.store import StoreUnavailable
 from cds_service.store.cards import IssuedCard, overrides_for, patient_hash
@@ -59,6 +61,8 @@ def call_service(runtime: Runtime, service_id: str, body: Any) -> HookResult:
             raise InvalidRequest(
                 f"the context is not valid for the '{hook}' hook", _issues(problems)
             )
+    if hook == "order-select":
+        _check_selections(body["context"])
 
     fetcher, fetcher_problem = _fetcher(runtime, body)
     settings = runtime.settings
@@ -73,24 +77,32 @@ def call_service(runtime: Runtime, service_id: str, body: Any) -> HookResult:
     )
     context = body["context"]
     record = record_from_prefetch(context["patientId"], data)
-    hook_input = HookInput(
-        hook=hook,
-        context=context,
-        record=record,
-        knowledge=runtime.knowledge,
-        now=runtime.clock.now(),
-    )
-    findings = EVALUATORS[spec.evaluator](hook_input)
+    now = runtime.clock.now()
+    findings = RULES[spec.rules](Evaluation(hook, context, record, runtime.knowledge, now))
     patient = patient_hash(settings.patient_hash_key or "", context["patientId"])
-    findings = _without_snoozed(runtime, spec.id, patient, findings, hook_input.now)
+    findings = _without_snoozed(runtime, spec.id, patient, findings, now)
     cards = render_cards(findings, runtime.knowledge, runtime.clock, context["patientId"])
-    _record(runtime, spec.id, patient, findings, cards, hook_input.now)
+    _record(runtime, spec.id, patient, findings, cards, now)
     response: dict[str, Any] = {"cards": [card for card, _ in cards]}
     if settings.validate_responses:
         problems = validate(response, "response")
         if problems:  # a bug of ours, not the caller's: fail loudly in development
             raise AssertionError(f"invalid response: {problems}")
     return HookResult(response, hook, tuple(f.kind for f in findings))
+
+
+def _check_selections(context: dict[str, Any]) -> None:
+    """order-select: every selection must name an entry of draftOrders (checked before any fetch)."""
+    known = {reference(r) for _, r in iter_bundle(context["draftOrders"])}
+    unknown = sorted(set(context["selections"]) - known)
+    if unknown:
+        raise InvalidRequest(
+            "selections must name entries of draftOrders",
+            [
+                Issue("invalid", f"'{ref}' is not in draftOrders", "$.context.selections")
+                for ref in unknown
+            ],
+        )
 
 
 def _without_snoozed(
@@ -143,7 +155,7 @@ def _record(
             finding.kind,
             card["indicator"],
             patient,
-            fingerprint(finding),
+            evidence_hash(finding),
             now,
         )
         for card, finding in cards
@@ -152,7 +164,7 @@ def _record(
 
 
 def request_from_bundle(
-    spec: ServiceSpec, bundle: dict[str, Any], patient_id: str, hook_instance: str
+    spec: Service, bundle: dict[str, Any], patient_id: str, hook_instance: str
 ) -> dict[str, Any]:
     """A hook request whose every prefetch key is answered by one patient Bundle (for content review).
 

@@ -15,13 +15,13 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, wait
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
 from cds_service.errors import Issue, PreconditionFailed
 from cds_service.fhir.client import FhirFetchError
 from cds_service.fhir.data import items
+from cds_service.knowledge.loader import PrefetchTemplate
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,6 @@ USER_TOKENS = {
     "userPatientId": "Patient",
     "userRelatedPersonId": "RelatedPerson",
 }
-
-
-@dataclass(frozen=True)
-class PrefetchTemplate:
-    """One entry of a service's `prefetch` map."""
-
-    key: str
-    query: str
-    required: bool = True
 
 
 class KeyState(Enum):

@@ -16,7 +16,7 @@ from cds_service.auth import JwksCache, Verifier, load_trusted_issuers
 from cds_service.clock import Clock
 from cds_service.config import Settings
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.loader import ServiceSpec
+from cds_service.knowledge.loader import Service
 from cds_service.metrics import STORE_FAILURES
 from cds_service.store.cards import OverriddenPatients
 from cds_service.store.recorder import CardRecorder
@@ -38,7 +38,7 @@ class Runtime:
     overridden: OverriddenPatients = field(init=False)
     _store_retry_at: float = field(init=False, default=0.0)
     _thread: threading.local = field(init=False, default_factory=threading.local)
-    _services_by_id: dict[str, tuple[ServiceSpec, ...]] = field(init=False, default_factory=dict)
+    _services_by_id: dict[str, tuple[Service, ...]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
@@ -87,7 +87,7 @@ class Runtime:
         """Whether this thread is inside `dry_run()`."""
         return bool(getattr(self._thread, "dry_run", False))
 
-    def services_with_id(self, service_id: str) -> tuple[ServiceSpec, ...]:
+    def services_with_id(self, service_id: str) -> tuple[Service, ...]:
         """Every (id, hook) entry registered under `service_id`."""
         return self._services_by_id.get(service_id, ())
 

@@ -17,7 +17,7 @@ from cds_service.fhir.data import Quantity
 from cds_service.fhir.record import PatientRecord
 from cds_service.protocol.schemas import SCHEMA_NAMES, validate
 from cds_service.render import render_cards
-from cds_service.rules import EVALUATORS, HookInput
+from cds_service.rules import RULES, Evaluation
 from cds_service.runtime import Runtime
 from cds_service.store import StoreUnavailable
 from cds_service.store.cards import overrides_for, patient_hash
@@ -26,7 +26,7 @@ from cds_service.units import concentration
 if TYPE_CHECKING:
     from flask import Flask
 
-    from cds_service.knowledge.loader import ServiceSpec
+    from cds_service.knowledge.loader import Service
 
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
@@ -92,8 +92,8 @@ def warm_up(runtime: Runtime) -> None:
         context: dict[str, Any] = {"userId": "Practitioner/warm-up", "patientId": WARM_PATIENT}
         if spec.hook in {"order-select", "order-sign"}:
             context.update(_draft_order_context("baclofen 10 MG Oral Tablet"))
-        hook = HookInput(spec.hook, context, record, runtime.knowledge, clock.now())
-        render_cards(EVALUATORS[spec.evaluator](hook), runtime.knowledge, clock, WARM_PATIENT)
+        evaluation = Evaluation(spec.hook, context, record, runtime.knowledge, clock.now())
+        render_cards(RULES[spec.rules](evaluation), runtime.knowledge, clock, WARM_PATIENT)
 
 
 def warm_worker(app: Flask) -> None:
@@ -132,7 +132,7 @@ def _result(n: int, code: str, unit: str, value: float, when: date) -> dict[str,
     }
 
 
-def warm_up_request(spec: ServiceSpec, today: date) -> dict[str, Any]:
+def warm_up_request(spec: Service, today: date) -> dict[str, Any]:
     """A synthetic hook request the size of a typical one (about 60 resources), for `spec`."""
     by_type: dict[str, list[dict[str, Any]]] = {
         "Condition": [

@@ -19,7 +19,7 @@ from cds_service import create_app
 from cds_service.api import REQUEST_LOG
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import Knowledge
-from cds_service.rules import EVALUATORS
+from cds_service.rules import RULES
 from cds_service.urls import AllowedUrl
 from tests.conftest import NOW, SERVICE_ID, make_settings, release
 from tests.support.builders import searchset
@@ -244,7 +244,7 @@ def test_an_unexpected_error_logs_where_not_what(
         raise ValueError(f"cannot read {NAME} ({MRN}) with {TOKEN}, patient {PATIENT_ID}")
 
     spec = debug_app.extensions["cds_runtime"].knowledge.services[0]
-    monkeypatch.setitem(EVALUATORS, spec.evaluator, crash)
+    monkeypatch.setitem(RULES, spec.rules, crash)
     response = debug_app.test_client().post(URL, json=hook_request())
     assert response.status_code == 500
     assert NAME not in response.get_data(as_text=True)

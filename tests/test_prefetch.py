@@ -9,9 +9,9 @@ import pytest
 
 from cds_service.errors import PreconditionFailed
 from cds_service.fhir.client import FhirFetchError
+from cds_service.knowledge.loader import PrefetchTemplate
 from cds_service.prefetch import (
     KeyState,
-    PrefetchTemplate,
     UnresolvableToken,
     classify,
     gather,

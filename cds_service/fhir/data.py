@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any
 
 Resource = dict[str, Any]
@@ -48,42 +47,28 @@ class Code:
     display: str | None = None
 
 
-def coded(concept: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(system, code, coding) for each coding of a CodeableConcept (or a list of them) whose system
-    and code are strings; junk is skipped."""
-    for item in concept if isinstance(concept, list) else [concept]:
-        raw = item.get("coding") if isinstance(item, dict) else None
-        if not isinstance(raw, list):
-            continue
-        for coding in raw:
-            if isinstance(coding, dict):
-                system, code = coding.get("system"), coding.get("code")
-                if isinstance(system, str) and isinstance(code, str):
-                    yield system, code, coding
-
-
 def codings(concept: Any) -> list[Code]:
-    """The codings of a CodeableConcept (or a list of them)."""
+    """The codings of a CodeableConcept (or a list of them) whose system and code are strings."""
     found = []
-    for system, code, coding in coded(concept):
-        display = coding.get("display")
-        found.append(Code(system, code.strip(), display if isinstance(display, str) else None))
+    for item in concept if isinstance(concept, list) else [concept]:
+        for coding in items(item.get("coding")) if isinstance(item, dict) else []:
+            if not isinstance(coding, dict):
+                continue
+            system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+            if isinstance(system, str) and isinstance(code, str):
+                found.append(
+                    Code(system, code.strip(), display if isinstance(display, str) else None)
+                )
     return found
 
 
 def texts(concept: Any) -> list[str]:
-    """The human-readable strings of a CodeableConcept: its text and each coding's display."""
-    concepts = concept if isinstance(concept, list) else [concept]
+    """The human-readable strings of a CodeableConcept (or a list of them): text, then displays."""
     found: list[str] = []
-    for item in concepts:
-        if not isinstance(item, dict):
-            continue
-        if isinstance(item.get("text"), str):
+    for item in concept if isinstance(concept, list) else [concept]:
+        if isinstance(item, dict) and isinstance(item.get("text"), str):
             found.append(item["text"])
-        for _, _, coding in coded(item):
-            display = coding.get("display")
-            if isinstance(display, str) and display:
-                found.append(display)
+        found.extend(c.display for c in codings(item) if c.display)
     return found
 
 
@@ -98,25 +83,10 @@ def label(concept: Any) -> str | None:
     return f"{first[0].code}" if first else None
 
 
-# Longer strings are not FHIR dates (an instant with microseconds and offset is 32 characters) and
-# are parsed without being kept in the cache.
-_MAX_CACHED_DATE = 40
-
-
 def parse_datetime(value: Any) -> datetime | None:
     """A FHIR date, dateTime or instant as an aware datetime (partial dates start at their first day)."""
     if not isinstance(value, str) or not value:
         return None
-    # The same dates are read by several rules in a call, and again in later calls.
-    return _parse_cached(value) if len(value) <= _MAX_CACHED_DATE else _parse(value)
-
-
-@lru_cache(maxsize=8192)
-def _parse_cached(value: str) -> datetime | None:
-    return _parse(value)
-
-
-def _parse(value: str) -> datetime | None:
     partial = _PARTIAL_DATE.match(value)
     try:
         if partial:
@@ -198,7 +168,7 @@ def quantity(value: Any) -> Quantity | None:
 
 def status_of(resource: Resource, element: str) -> set[str]:
     """The codes of a status CodeableConcept (Condition.clinicalStatus, verificationStatus)."""
-    return {code.strip() for _, code, _ in coded(resource.get(element))}
+    return {c.code for c in codings(resource.get(element))}
 
 
 def reference_id(reference: Any, resource_type: str) -> str | None:

@@ -6,12 +6,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cds_service.fhir.data import Resource, items, iter_bundle, parse_date, reference_id
-
-if TYPE_CHECKING:
-    from cds_service.knowledge.valuesets import CodeIndex, Medicine, MedicineCatalog
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +26,7 @@ _LIST_OF = {
 
 @dataclass
 class PatientRecord:
-    """What the rules may look at. Built once per call; the rules never see HTTP or prefetch keys."""
+    """What the rules may look at, as plain data: the rules never see HTTP or prefetch keys."""
 
     patient_id: str
     patient: Resource | None = None
@@ -39,20 +36,6 @@ class PatientRecord:
     diagnostic_reports: list[Resource] = field(default_factory=list)
     procedures: list[Resource] = field(default_factory=list)
     medications: dict[str, Resource] = field(default_factory=dict)
-    draft_orders: list[Resource] = field(default_factory=list)
-    # The knowledge's medicine catalog, set by the HookInput the record is given to (the FHIR layer
-    # itself knows no value sets).
-    catalog: MedicineCatalog | None = field(default=None, repr=False, compare=False)
-    # Per-call memos of rules/common.py, filed under id() of a resource or list: the rules ask the
-    # same questions of the same resources many times per call. Each entry holds its object, so an
-    # id cannot be reused while the record lives.
-    medicines: dict[int, tuple[Resource, Medicine]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
-    indexes: dict[int, CodeIndex] = field(default_factory=dict, repr=False, compare=False)
-    # Answers to whole-record questions the rules ask more than once per call (keyed by the rule;
-    # resources named in a key by id() are held by the call's record or context).
-    answers: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def birth_date(self) -> date | None:
@@ -81,9 +64,6 @@ class PatientRecord:
         record = cls(patient_id=patient_id)
         seen: set[tuple[str, str]] = set()
         lists = {kind: getattr(record, name) for kind, name in _LIST_OF.items()}
-        # The usual subject, a plain reference to this patient, is recognised without parsing it
-        # (a patient id with a "/" in it is left to reference_id, which splits on it).
-        own = f"Patient/{patient_id}" if "/" not in patient_id else None
         for source in sources:
             if source is None:
                 continue
@@ -105,11 +85,7 @@ class PatientRecord:
                     record._add_patient_or_medication(kind, rid, full_url, resource)
                     continue
                 subject = resource.get("subject") or resource.get("patient")
-                if (
-                    own is not None
-                    and isinstance(subject, dict)
-                    and subject.get("reference") == own
-                ) or record._may_be_this_patient(subject):
+                if record._may_be_this_patient(subject):
                     found.append(resource)
                 else:
                     log.warning(

@@ -6,7 +6,7 @@ import json
 import re
 import string
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,21 +14,16 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
-from cds_service.knowledge.valuesets import (
-    MedicineCatalog,
-    SystemNames,
-    ValueSet,
-    normalize_code,
-)
-from cds_service.prefetch import PrefetchTemplate
+from cds_service.knowledge.valuesets import Key, ValueSet, code_keys, normalize_code
 
-# `${codes:a,b}` in a prefetch query: the codes of those value sets as a FHIR token OR-list.
-CODES_TOKEN = re.compile(r"\$\{codes:([a-z0-9,\-]+)\}")
+# `{codes:a,b}` in a prefetch query: the codes of those value sets as a FHIR token OR-list.
+CODES_TOKEN = re.compile(r"(?<!\{)\{codes:([a-z0-9,\-]+)\}(?!\})")
 # Observation/report codes the prefetch filters on; medicine and ICD codes are never used in filters.
 PREFETCH_SYSTEMS = {"http://loinc.org", "http://snomed.info/sct", "http://www.ama-assn.org/go/cpt"}
-
-
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The code system of a card's topic, whose codes are the card kinds.
+CARD_KIND_SYSTEM = "urn:leg-cramps-cds:card-kind"
+# What an order template may name besides a finding's facts: filled in for each call.
+CALL_VALUES = ("patient_id", "today")
 
 
 class KnowledgeError(Exception):
@@ -53,14 +48,23 @@ class Threshold:
 
 
 @dataclass(frozen=True)
-class ServiceSpec:
-    """One discovery entry and the evaluator that answers it."""
+class PrefetchTemplate:
+    """One entry of a service's `prefetch` map (CDS Hooks §Prefetch Template)."""
+
+    key: str
+    query: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Service:
+    """One discovery entry, and the rule set (cds_service.rules.RULES) that answers it."""
 
     id: str
     hook: str
     title: str
     description: str
-    evaluator: str
+    rules: str
     prefetch: tuple[PrefetchTemplate, ...]
     usage_requirements: str | None = None
 
@@ -79,23 +83,58 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class Action:
+    """A suggestion's action: create a resource from an order template, or delete the resource a
+    fact names."""
+
+    type: str
+    description: str  # a template
+    resource: dict[str, Any] | None = None  # the order template, for a create
+    resource_id_fact: str | None = None  # the fact holding `Type/id`, for a delete
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A suggestion a card kind may carry; shown only when its `when` fact is True."""
+
+    label: str  # a template
+    actions: tuple[Action, ...]
+    when: str | None = None
+    recommended: bool = False
+
+
+@dataclass(frozen=True)
+class CardKind:
+    """Everything fixed about one kind of card, worked out once at load."""
+
+    key: str
+    cause: str
+    indicator: str
+    summary: str  # a template
+    detail: str  # a template
+    facts: tuple[str, ...]  # the facts its templates and suggestions may name
+    sources: tuple[str, ...]  # keys of sources.yaml
+    citations: str  # the Markdown block closing the detail: its sources' citations, the advisory
+    source: dict[str, Any]  # the card's `source`, its topic coded with the kind's key
+    suggestions: tuple[Suggestion, ...]
+    selection_behavior: str
+    override_reasons: tuple[dict[str, str], ...]
+    links: tuple[dict[str, str], ...]
+    snooze_days: int
+
+
+@dataclass(frozen=True)
 class Knowledge:
     """Everything in cards/, ready for the rules and the card renderer."""
 
     sources: dict[str, dict[str, str]]
+    systems: dict[str, str]  # every URI a code system may arrive with -> its canonical URI
     valuesets: dict[str, ValueSet]
     thresholds: dict[str, Threshold]
-    cards: dict[str, dict[str, Any]]
+    cards: dict[str, CardKind]
     orders: dict[str, dict[str, Any]]
-    override_reasons: dict[str, Any]
-    services: tuple[ServiceSpec, ...]
+    services: tuple[Service, ...]
     directory: Path = field(default=Path("cards"))
-    # Which value sets a medicine is in (built from `valuesets`; see MedicineCatalog).
-    catalog: MedicineCatalog = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        systems = next(iter(self.valuesets.values())).systems if self.valuesets else SystemNames({})
-        object.__setattr__(self, "catalog", MedicineCatalog(self.valuesets.values(), systems))
 
     def valueset(self, vs_id: str) -> ValueSet:
         """The value set with this id (a missing id is a programming error caught by the tests)."""
@@ -104,6 +143,45 @@ class Knowledge:
     def threshold(self, threshold_id: str) -> float:
         """The numeric value of a threshold."""
         return self.thresholds[threshold_id].value
+
+    def code_keys(self, concept: Any) -> frozenset[Key]:
+        """The (canonical system, normalised code) keys of a CodeableConcept or a list of them."""
+        return code_keys(concept, self.systems)
+
+
+def fill(template: Any, values: dict[str, Any]) -> Any:
+    """A copy of a template (a string, or a resource template) with each `{name}` filled from
+    `values`; a name without a value shows as `[name?]` rather than failing the call."""
+    if isinstance(template, str):
+        return template.format_map(_Values(values))
+    if isinstance(template, list):
+        return [fill(v, values) for v in template]
+    if isinstance(template, dict):
+        return {k: fill(v, values) for k, v in template.items()}
+    return template
+
+
+class _Values(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return f"[{key}?]"
+
+
+def placeholders(template: Any) -> set[str]:
+    """The names a template's `{name}` placeholders use (ValueError if it is not a valid template)."""
+    if isinstance(template, list):
+        return set().union(*map(placeholders, template))
+    if isinstance(template, dict):
+        return set().union(*map(placeholders, template.values()))
+    if not isinstance(template, str):
+        return set()
+    names = set()
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"'{{{name}}}' is not a plain {{name}} placeholder")
+        names.add(name)
+    return names
 
 
 @cache
@@ -116,8 +194,7 @@ def _validator(name: str) -> Draft202012Validator:
 
 def _read_yaml(path: Path, problems: list[str]) -> Any:
     try:
-        # The C loader (libyaml) reads the knowledge base about ten times faster than the pure-Python one.
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         problems.append(f"{path.name}: cannot be read: {exc}")
         return None
@@ -140,12 +217,9 @@ def load_knowledge(directory: Path) -> Knowledge:
             [f"{directory}: knowledge directory not found (set CDS_KNOWLEDGE_DIR)"]
         )
 
-    files = {
-        name: directory / f"{name}.yaml"
-        for name in ("sources", "thresholds", "services", "cards", "orders")
-    }
     docs: dict[str, Any] = {}
-    for name, path in files.items():
+    for name in ("sources", "thresholds", "services", "cards", "orders"):
+        path = directory / f"{name}.yaml"
         doc = _read_yaml(path, problems)
         if doc is not None and _check(path, doc, name, problems):
             docs[name] = doc
@@ -161,14 +235,13 @@ def load_knowledge(directory: Path) -> Knowledge:
         raise KnowledgeError(problems)
 
     sources_doc = docs["sources"]
-    source_keys = set(sources_doc["sources"])
-    systems = _system_names(sources_doc)
+    sources = sources_doc["sources"]
 
     def cite(where: str, key: str) -> None:
-        if key not in source_keys:
+        if key not in sources:
             problems.append(f"{where}: source '{key}' is not in sources.yaml")
 
-    valuesets = _build_valuesets(raw_sets, sources_doc["systems"], systems, cite, problems)
+    valuesets = _build_valuesets(raw_sets, sources_doc["systems"], cite, problems)
 
     thresholds = {}
     for tid, row in docs["thresholds"]["thresholds"].items():
@@ -183,22 +256,11 @@ def load_knowledge(directory: Path) -> Knowledge:
             cite(f"orders.yaml: {oid}", key)
 
     cards_doc = docs["cards"]
-    reasons = cards_doc["override_reasons"]
-    cite("cards.yaml: override_reasons", reasons["source"])
-    for kind, card in cards_doc["cards"].items():
-        for key in card["sources"]:
-            cite(f"cards.yaml: {kind}", key)
-        for reason in card.get("override_reasons", []):
-            if reason not in reasons["codes"]:
-                problems.append(f"cards.yaml: {kind}: override reason '{reason}' is not defined")
-        for suggestion in card.get("suggestions", []):
-            for action in suggestion["actions"]:
-                if action["type"] == "create" and action.get("resource") not in orders:
-                    problems.append(
-                        f"cards.yaml: {kind}: suggestion '{suggestion['id']}' creates an unknown order"
-                    )
-                if action["type"] == "delete" and not action.get("resource_id_fact"):
-                    problems.append(f"cards.yaml: {kind}: a delete action needs resource_id_fact")
+    cite("cards.yaml: override_reasons", cards_doc["override_reasons"]["source"])
+    cards = {
+        key: _card_kind(key, card, cards_doc, sources, orders, cite, problems)
+        for key, card in cards_doc["cards"].items()
+    }
 
     def expand_codes(query: str, where: str) -> str:
         def codes(match: re.Match[str]) -> str:
@@ -218,12 +280,12 @@ def load_knowledge(directory: Path) -> Knowledge:
         return CODES_TOKEN.sub(codes, query)
 
     services = tuple(
-        ServiceSpec(
+        Service(
             id=s["id"],
             hook=s["hook"],
             title=s["title"],
             description=s["description"],
-            evaluator=s["evaluator"],
+            rules=s["rules"],
             usage_requirements=s.get("usageRequirements"),
             prefetch=tuple(
                 PrefetchTemplate(
@@ -241,30 +303,121 @@ def load_knowledge(directory: Path) -> Knowledge:
     if problems:
         raise KnowledgeError(problems)
     return Knowledge(
-        sources=sources_doc["sources"],
+        sources=sources,
+        systems=_system_names(sources_doc),
         valuesets=valuesets,
         thresholds=thresholds,
-        cards=cards_doc["cards"],
+        cards=cards,
         orders=orders,
-        override_reasons=reasons,
         services=services,
         directory=directory,
     )
 
 
-def _system_names(sources_doc: dict[str, Any]) -> SystemNames:
+def _card_kind(
+    key: str,
+    card: dict[str, Any],
+    cards_doc: dict[str, Any],
+    sources: dict[str, dict[str, str]],
+    orders: dict[str, dict[str, Any]],
+    cite: Any,
+    problems: list[str],
+) -> CardKind:
+    where = f"cards.yaml: {key}"
+    for cited in card["sources"]:
+        cite(where, cited)
+    facts = tuple(card["facts"])
+    reasons = cards_doc["override_reasons"]
+    for reason in card.get("override_reasons", []):
+        if reason not in reasons["codes"]:
+            problems.append(f"{where}: override reason '{reason}' is not defined")
+
+    def check_template(template: Any, what: str, also: tuple[str, ...] = ()) -> None:
+        try:
+            unknown = placeholders(template) - {*facts, *also}
+        except ValueError as exc:
+            problems.append(f"{where}: {what}: {exc}")
+            return
+        for name in sorted(unknown):
+            problems.append(f"{where}: {what} names '{{{name}}}', which is not among its facts")
+
+    check_template(card["summary"], "summary")
+    check_template(card["detail"], "detail")
+    suggestions = []
+    for spec in card.get("suggestions", []):
+        what = f"suggestion '{spec['id']}'"
+        check_template(spec["label"], what)
+        if spec.get("when") and spec["when"] not in facts:
+            problems.append(f"{where}: {what}: when '{spec['when']}' is not among its facts")
+        actions = []
+        for action in spec["actions"]:
+            check_template(action["description"], what)
+            if action["type"] == "create":
+                order = orders.get(action.get("resource", ""))
+                if order is None:
+                    problems.append(f"{where}: {what} creates an unknown order")
+                    continue
+                check_template(order["resource"], f"{what}: its order", CALL_VALUES)
+                actions.append(Action("create", action["description"], order["resource"]))
+            elif not action.get("resource_id_fact"):
+                problems.append(f"{where}: a delete action needs resource_id_fact")
+            else:
+                fact = action["resource_id_fact"]
+                if fact not in facts:
+                    problems.append(f"{where}: {what}: '{fact}' is not among its facts")
+                actions.append(Action("delete", action["description"], resource_id_fact=fact))
+        suggestions.append(
+            Suggestion(
+                spec["label"], tuple(actions), spec.get("when"), spec.get("recommended", False)
+            )
+        )
+
+    spec = card["source"]
+    source: dict[str, Any] = {
+        "label": spec["label"],
+        "topic": {"system": CARD_KIND_SYSTEM, "code": key, "display": spec["topic"]["display"]},
+    }
+    if spec.get("url"):
+        source["url"] = spec["url"]
+    citations = "\n".join(f"- {sources[s]['citation']}" for s in card["sources"] if s in sources)
+    return CardKind(
+        key=key,
+        cause=card["cause"],
+        indicator=card["indicator"],
+        summary=card["summary"],
+        detail=card["detail"],
+        facts=facts,
+        sources=tuple(card["sources"]),
+        citations=f"**Sources**\n\n{citations}\n\n{cards_doc['advisory']}",
+        source=source,
+        suggestions=tuple(suggestions),
+        selection_behavior=card.get("selection_behavior", "any"),
+        override_reasons=tuple(
+            {"system": reasons["system"], "code": code, "display": reasons["codes"][code]}
+            for code in card.get("override_reasons", [])
+            if code in reasons["codes"]
+        ),
+        links=tuple(
+            {"label": link["label"], "url": link["url"], "type": "absolute"}
+            for link in card.get("links", [])
+        ),
+        snooze_days=card["snooze_days"],
+    )
+
+
+def _system_names(sources_doc: dict[str, Any]) -> dict[str, str]:
+    """Every URI a code system may arrive with (without a trailing "/") -> its canonical URI."""
     canonical: dict[str, str] = {}
     for short, uri in sources_doc["systems"].items():
         canonical[uri.rstrip("/")] = uri
         for alias in sources_doc.get("system_aliases", {}).get(short, []):
             canonical[alias.rstrip("/")] = uri
-    return SystemNames(canonical)
+    return canonical
 
 
 def _build_valuesets(
     raw: dict[str, dict[str, Any]],
     system_uris: dict[str, str],
-    systems: SystemNames,
     cite: Any,
     problems: list[str],
 ) -> dict[str, ValueSet]:
@@ -286,7 +439,7 @@ def _build_valuesets(
     if problems:
         raise KnowledgeError(problems)
 
-    def expand(vs_id: str, trail: tuple[str, ...]) -> tuple[set[tuple[str, str]], set[str]]:
+    def expand(vs_id: str, trail: tuple[str, ...]) -> tuple[set[Key], set[str]]:
         if vs_id in trail:
             raise KnowledgeError([f"valuesets/{vs_id}.yaml: include cycle {' -> '.join(trail)}"])
         doc = raw[vs_id]
@@ -310,49 +463,6 @@ def _build_valuesets(
             kind=doc["kind"],
             codes=frozenset(codes),
             names=tuple(sorted(names)),
-            systems=systems,
             members=tuple(doc.get("include", [])),
         )
     return built
-
-
-def fill_template(value: Any, facts: dict[str, str]) -> Any:
-    """A copy of a resource template with every `${name}` in its strings replaced from `facts`."""
-    if isinstance(value, str):
-        # Most strings of a resource template name no fact: returned as they are (str is immutable).
-        return _fill_string(value, facts) if "$" in value else value
-    if isinstance(value, list):
-        return [fill_template(v, facts) for v in value]
-    if isinstance(value, dict):
-        return {k: fill_template(v, facts) for k, v in value.items()}
-    return value
-
-
-def _fill_string(template: str, facts: dict[str, str]) -> str:
-    """`string.Template(template).safe_substitute(facts)`, from the template's pieces read once."""
-    return "".join(
-        piece if isinstance(piece, str) else str(facts.get(piece[0], piece[1]))
-        for piece in _template_pieces(template)
-    )
-
-
-@lru_cache(maxsize=1024)
-def _template_pieces(template: str) -> tuple[str | tuple[str, str], ...]:
-    """Literal text, and (name, text as written) for each `$name` or `${name}` placeholder.
-
-    Templates come from the knowledge base only, so the cache holds a bounded set of strings.
-    """
-    pieces: list[str | tuple[str, str]] = []
-    at = 0
-    for match in string.Template.pattern.finditer(template):
-        pieces.append(template[at : match.start()])
-        name = match.group("named") or match.group("braced")
-        if name is not None:
-            pieces.append((name, match.group()))
-        elif match.group("escaped") is not None:
-            pieces.append("$")  # "$$"
-        else:
-            pieces.append(match.group())  # an invalid placeholder stays as written
-        at = match.end()
-    pieces.append(template[at:])
-    return tuple(p for p in pieces if p != "")

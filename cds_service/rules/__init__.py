@@ -1,26 +1,20 @@
-"""Clinical rules: pure functions from a patient's record and the knowledge base to findings.
+"""Clinical rules: pure functions from one hook call's Evaluation to the findings it raises.
 
-EVALUATORS is the explicit registry that cards/services.yaml names in each service's `evaluator`.
+RULES is the explicit registry of rule sets that cards/services.yaml names in each service's `rules`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from cds_service.rules.base import Finding, HookInput
+from cds_service.rules import orders, patient_view
+from cds_service.rules.evaluation import Evaluation, Finding
 
-Evaluator = Callable[[HookInput], list[Finding]]
+RuleSet = Callable[[Evaluation], list[Finding]]
 
+RULES: dict[str, RuleSet] = {
+    "post-stroke-cramps-patient-view": patient_view.evaluate,
+    "cramp-medicines-order-review": orders.evaluate,
+}
 
-def _registry() -> dict[str, Evaluator]:
-    from cds_service.rules import orders, patient_view
-
-    return {
-        "post-stroke-cramps-patient-view": patient_view.evaluate,
-        "cramp-medicines-order-review": orders.evaluate,
-    }
-
-
-EVALUATORS: dict[str, Evaluator] = _registry()
-
-__all__ = ["EVALUATORS", "Evaluator", "Finding", "HookInput"]
+__all__ = ["RULES", "Evaluation", "Finding", "RuleSet"]

@@ -5,18 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from cds_service.fhir.data import Resource, clinical_time, items, quantity, status
-from cds_service.rules.base import Finding, HookInput
-from cds_service.rules.common import (
-    age_years,
-    conditions_in,
-    day,
-    medications_in,
-    reference,
-    reports_in,
-    results_in,
-    within,
-)
+from cds_service.fhir.data import Resource, clinical_time, items, quantity
+from cds_service.rules.common import day
+from cds_service.rules.evaluation import Evaluation, Finding, reference
 from cds_service.units import Analyte, concentration
 
 CALCIUM = Analyte("calcium", molar_mass_g_per_mol=40.08, valence=2)
@@ -39,20 +30,15 @@ class CalciumReading:
     when: datetime | None
 
 
-def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
+def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
     """Calcium cards, and whether a low calcium points to this cause."""
-    kb = hook.knowledge
-    reading = latest_calcium(hook)
+    reading = latest_calcium(ev)
     if reading is None:
-        return [_workup(hook)], False
-    severe = (
-        kb.threshold("calcium-total-severe")
-        if reading.kind == "total"
-        else kb.threshold("calcium-ionized-severe")
-    )
+        return [_workup(ev)], False
+    severe = ev.threshold(f"calcium-{reading.kind}-severe")
     if reading.value >= reading.lower_limit:
         return [], False
-    takes_supplement = bool(medications_in(hook.record, kb.valueset("calcium-supplements")))
+    takes_supplement = bool(ev.medicines("calcium-supplements"))
     facts: dict[str, object] = {
         "calcium": _fmt(reading.value),
         "unit": reading.unit,
@@ -70,45 +56,43 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
         if takes_supplement
         else "No current calcium + vitamin D supplement is on file.",
     }
-    facts.update(_magnesium_and_vitamin_d(hook))
+    facts.update(_magnesium_and_vitamin_d(ev))
     evidence = [_line(reading)]
     kind = "calcium-low-severe" if reading.value < severe else "calcium-low"
     return [Finding(kind, facts, tuple(evidence))], True
 
 
-def latest_calcium(hook: HookInput) -> CalciumReading | None:
+def latest_calcium(ev: Evaluation) -> CalciumReading | None:
     """The newest usable total, corrected or ionized calcium in the look-back window, converted."""
-    kb = hook.knowledge
-    window = kb.threshold("calcium-lookback-days")
-    for observation in results_in(hook.record, kb.valueset("calcium-any")):
-        if not within(observation, hook.now, window):
+    window = ev.threshold("calcium-lookback-days")
+    for observation in ev.results("calcium-any"):
+        if not ev.within(observation, window):
             return None  # newest first: everything after this is older still
-        reading = _reading(hook, observation)
+        reading = _reading(ev, observation)
         if reading is not None:
             return reading
     return None
 
 
-def _reading(hook: HookInput, observation: Resource) -> CalciumReading | None:
-    kb = hook.knowledge
+def _reading(ev: Evaluation, observation: Resource) -> CalciumReading | None:
     measured = quantity(observation.get("valueQuantity"))
     if measured is None:
         return None
-    ionized = kb.valueset("calcium-ionized").matches(observation.get("code"))
-    corrected_by_lab = kb.valueset("calcium-corrected").matches(observation.get("code"))
+    ionized = ev.coded(observation.get("code"), "calcium-ionized")
+    corrected_by_lab = ev.coded(observation.get("code"), "calcium-corrected")
     unit = "mmol/L" if ionized else "mg/dL"
     value = concentration(measured, unit, CALCIUM)
     if value is None:
         return None
     low, from_lab = _lower_limit(observation, unit)
     if low is None:
-        low = kb.threshold("calcium-ionized-low" if ionized else "calcium-total-low")
-    albumin = None if (ionized or corrected_by_lab) else _albumin_near(hook, observation)
+        low = ev.threshold("calcium-ionized-low" if ionized else "calcium-total-low")
+    albumin = None if (ionized or corrected_by_lab) else _albumin_near(ev, observation)
     judged = value
     if albumin is not None:
         # Payne's formula (cards/thresholds.yaml): Ca_corr = Ca + 0.8 x (4.0 - albumin g/dL)
-        judged = value + kb.threshold("albumin-correction-factor") * (
-            kb.threshold("albumin-reference") - albumin
+        judged = value + ev.threshold("albumin-correction-factor") * (
+            ev.threshold("albumin-reference") - albumin
         )
     return CalciumReading(
         kind="ionized" if ionized else "total",
@@ -143,14 +127,13 @@ def _lower_limit(observation: Resource, unit: str) -> tuple[float | None, bool]:
     return None, False
 
 
-def _albumin_near(hook: HookInput, calcium: Resource) -> float | None:
+def _albumin_near(ev: Evaluation, calcium: Resource) -> float | None:
     """Serum albumin (g/dL) measured within the pairing window of the calcium result."""
-    kb = hook.knowledge
     when = clinical_time(calcium)
     if when is None:
         return None
-    days = kb.threshold("albumin-pairing-days")
-    for albumin in results_in(hook.record, kb.valueset("albumin")):
+    days = ev.threshold("albumin-pairing-days")
+    for albumin in ev.results("albumin"):
         taken = clinical_time(albumin)
         if taken is None or abs((taken - when).total_seconds()) > days * 86_400:
             continue
@@ -163,18 +146,11 @@ def _albumin_near(hook: HookInput, calcium: Resource) -> float | None:
     return None
 
 
-def _magnesium_and_vitamin_d(hook: HookInput) -> dict[str, object]:
+def _magnesium_and_vitamin_d(ev: Evaluation) -> dict[str, object]:
     """Facts about magnesium and 25-OH vitamin D, which the low-calcium card asks to check."""
-    kb = hook.knowledge
-    window = kb.threshold("calcium-lookback-days")
-    mg = [
-        o for o in results_in(hook.record, kb.valueset("magnesium")) if within(o, hook.now, window)
-    ]
-    vit_d = [
-        o
-        for o in results_in(hook.record, kb.valueset("vitamin-d-25oh"))
-        if within(o, hook.now, window)
-    ]
+    window = ev.threshold("calcium-lookback-days")
+    mg = [o for o in ev.results("magnesium") if ev.within(o, window)]
+    vit_d = [o for o in ev.results("vitamin-d-25oh") if ev.within(o, window)]
     mg_low = False
     mg_text = "No magnesium result in the look-back window."
     if mg:
@@ -208,27 +184,20 @@ def _lower_limit_any(observation: Resource, value: object) -> tuple[float | None
     return None, False
 
 
-def _workup(hook: HookInput) -> Finding:
+def _workup(ev: Evaluation) -> Finding:
     """No usable calcium result: recommend the labs, and a DXA for older adults without one."""
-    kb = hook.knowledge
-    age = age_years(hook)
+    age = ev.age
     has_dxa = bool(
-        results_in(hook.record, kb.valueset("dxa-t-score"))
-        or reports_in(hook.record, kb.valueset("dxa-report"))
-        or [
-            p
-            for p in hook.record.procedures
-            if status(p) == "completed" and kb.valueset("order-dxa").matches(p.get("code"))
-        ]
+        ev.results("dxa-t-score") or ev.reports("dxa-report") or ev.procedures_done("order-dxa")
     )
-    osteoporosis = conditions_in(hook.record, kb.valueset("osteoporosis"), active_only=False)
+    osteoporosis = ev.conditions("osteoporosis", active_only=False)
     dxa_due = (
         age is not None
-        and age >= kb.threshold("older-adult-age")
+        and age >= ev.threshold("older-adult-age")
         and not has_dxa
         and not osteoporosis
     )
-    window = int(kb.threshold("calcium-lookback-days"))
+    window = int(ev.threshold("calcium-lookback-days"))
     facts = {
         "window_days": str(window),
         "dxa_due": dxa_due,

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import re
 
-from cds_service.fhir.data import Resource, clinical_time, codings, items, status, texts
-from cds_service.rules.base import Finding, HookInput
-from cds_service.rules.common import (
-    condition_line,
-    conditions_in,
-    day,
-    medication_name,
-    medications_in,
-    reference,
-    reports_in,
-    results_in,
-)
+from cds_service.fhir.data import Resource, clinical_time, codings, items, label, status, texts
+from cds_service.rules.common import condition_line, day, names
+from cds_service.rules.evaluation import Evaluation, Finding, reference
 
 # Statuses that put an EEG "on file" (a preliminary report means the study was done); only final,
 # amended and corrected reports are read for their findings.
-EEG_ON_FILE = {"preliminary", "final", "amended", "corrected"}
+EEG_ON_FILE = frozenset({"preliminary", "final", "amended", "corrected"})
 ABNORMAL_INTERPRETATION = {"A", "AA", "ABN"}
 _EPILEPTIFORM = re.compile(
     r"epileptiform|seizure activity|spike[- ]and[- ]wave|sharp waves?|\bictal"
@@ -32,27 +23,22 @@ _CLAUSE_BREAK = re.compile(r"[.;:,]|\b(?:but|however|although|though|yet|whereas
 MAX_CONCLUSION = 4000
 
 
-def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
+def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
     """Seizure-related cards, and whether seizures or an abnormal EEG point to this cause."""
-    kb = hook.knowledge
-    record = hook.record
-    seizures = conditions_in(record, kb.valueset("seizure"), active_only=False)
-    eeg_vs = kb.valueset("eeg")
-    eegs = reports_in(record, eeg_vs, EEG_ON_FILE) + results_in(record, eeg_vs, EEG_ON_FILE)
-    eeg_procedures = [
-        p for p in record.procedures if status(p) == "completed" and eeg_vs.matches(p.get("code"))
-    ]
+    seizures = ev.conditions("seizure", active_only=False)
+    eegs = ev.reports("eeg", EEG_ON_FILE) + ev.results("eeg", EEG_ON_FILE)
+    eeg_procedures = ev.procedures_done("eeg")
     read = [e for e in eegs if status(e) in {"final", "amended", "corrected"}]
     abnormal = [e for e in read if eeg_abnormal(e)]
     epileptiform = [e for e in read if eeg_epileptiform(e)]
-    aeds = medications_in(record, kb.valueset("antiepileptics"))
+    aeds = ev.medicines("antiepileptics")
     findings: list[Finding] = []
 
     if seizures and not eegs and not eeg_procedures:
         findings.append(
             Finding(
                 "eeg-recommended",
-                {"diagnosis": _names(seizures)},
+                {"diagnosis": _diagnoses(seizures)},
                 tuple(condition_line(c) for c in seizures),
             )
         )
@@ -68,17 +54,13 @@ def evaluate(hook: HookInput) -> tuple[list[Finding], bool]:
                 ),
             )
         )
-    inducers = medications_in(record, kb.valueset("enzyme-inducing-antiepileptics"))
+    inducers = ev.medicines("enzyme-inducing-antiepileptics")
     if inducers:
-        names = sorted({medication_name(record, m) for m in inducers})
         findings.append(
             Finding(
                 "enzyme-inducing-antiepileptic",
-                {"medicines": ", ".join(names)},
-                tuple(
-                    f"- {medication_name(record, m)} ({m.get('status')}; {reference(m)})"
-                    for m in inducers
-                ),
+                {"medicines": names(inducers)},
+                tuple(f"- {m.name} ({m.request.get('status')}; {m.ref})" for m in inducers),
             )
         )
     return findings, bool(seizures or abnormal)
@@ -134,7 +116,5 @@ def _summary_of(result: Resource) -> str:
     return "; ".join(shown)[:120] or "abnormal"
 
 
-def _names(conditions: list[Resource]) -> str:
-    from cds_service.fhir.data import label
-
+def _diagnoses(conditions: list[Resource]) -> str:
     return ", ".join(sorted({label(c.get("code")) or "seizure" for c in conditions}))

@@ -8,14 +8,12 @@ import hmac
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cache
-from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any, NamedTuple
 
-import orjson
 from sqlalchemy import Engine, bindparam, func, select
 
 from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
@@ -32,37 +30,6 @@ def patient_hash(key: str, patient_id: str) -> str:
 @cache
 def _keyed(key: str) -> hmac.HMAC:
     return hmac.new(key.encode(), digestmod=hashlib.sha256)
-
-
-def evidence_hash(kind: str, facts: dict[str, Any], evidence: Iterable[str]) -> str:
-    """A fingerprint of what a card says about the patient; a new result changes it.
-
-    SHA-256 of the compact JSON of `[kind, facts (keys sorted), evidence lines]`, written by orjson
-    (every card of every call is fingerprinted: ~0.8 µs against ~3 µs for the first release's
-    form). Facts that JSON cannot hold as they are (integers past 64 bits, lone surrogates,
-    non-JSON types) are hashed in the first release's form instead, so every finding still has one
-    fixed fingerprint.
-    """
-    try:
-        canonical = orjson.dumps((kind, facts, tuple(evidence)), option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # orjson.JSONEncodeError is a TypeError
-        return first_evidence_hash(kind, facts, evidence)
-    return hashlib.sha256(canonical).hexdigest()
-
-
-def first_evidence_hash(kind: str, facts: dict[str, Any], evidence: Iterable[str]) -> str:
-    """The fingerprint as releases before 2026-11-25 stored it, for overrides recorded then.
-
-    The hashed text is, byte for byte, `json.dumps([kind, sorted((k, str(v)) for k, v in
-    facts.items()), list(evidence)])`, written out with the json module's own string encoder.
-    Snoozing stops needing it once the longest snooze period (180 days) since then has passed.
-    """
-    pairs = ", ".join(
-        f"[{_json_string(k)}, {_json_string(str(v))}]" for k, v in sorted(facts.items())
-    )
-    lines = ", ".join(map(_json_string, evidence))
-    canonical = f"[{_json_string(kind)}, [{pairs}], [{lines}]]"
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class IssuedCard(NamedTuple):

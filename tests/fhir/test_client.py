@@ -16,7 +16,8 @@ from werkzeug import Request, Response
 
 from cds_service.errors import PreconditionFailed
 from cds_service.fhir.client import FhirClient, FhirFetchError
-from cds_service.prefetch import PrefetchTemplate, gather
+from cds_service.knowledge.loader import PrefetchTemplate
+from cds_service.prefetch import gather
 from cds_service.urls import AllowedUrl
 
 TOKEN = "secret-access-token-123"

@@ -9,14 +9,14 @@ import pytest
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge
 from cds_service.render import render_card
-from cds_service.rules.base import Finding
+from cds_service.rules.evaluation import Finding
 
 # What a reviewer needs and a clinician does not: a file path, a repository commit, a file name.
 PROVENANCE_MARKS = re.compile(r"/work/|@[0-9a-f]{7,40}\b|\.(json|csv|tsv|xml|py)\b|local copy")
 
 
 def test_every_source_a_card_cites_reads_as_a_citation(knowledge: Knowledge) -> None:
-    cited = {key for kind in knowledge.cards.values() for key in kind["sources"]}
+    cited = {key for kind in knowledge.cards.values() for key in kind.sources}
     assert cited  # the check below is not vacuous
     for key in sorted(cited):
         citation = knowledge.sources[key]["citation"]
@@ -27,10 +27,13 @@ def test_every_source_a_card_cites_reads_as_a_citation(knowledge: Knowledge) -> 
 def test_a_card_shows_citations_and_never_provenance(knowledge: Knowledge, kind_id: str) -> None:
     clock = Clock()
     card = render_card(
-        Finding(kind_id), knowledge, clock, {"patient_id": "p", "today": "2026-01-01"}
+        Finding(kind_id),
+        knowledge.cards[kind_id],
+        clock,
+        {"patient_id": "p", "today": "2026-01-01"},
     )
     sources = card["detail"].split("**Sources**", 1)[1]
-    for key in knowledge.cards[kind_id]["sources"]:
+    for key in knowledge.cards[kind_id].sources:
         entry = knowledge.sources[key]
         assert f"- {entry['citation']}\n" in sources
         if "provenance" in entry:

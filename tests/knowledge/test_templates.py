@@ -1,41 +1,53 @@
-"""Suggestion templates are filled exactly as string.Template.safe_substitute fills them."""
+"""Card text and order templates: one `{name}` syntax, filled from facts and checked at load."""
 
 from __future__ import annotations
 
-import string
+import pytest
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from cds_service.knowledge.loader import fill_template
-
-NAMES = ["medicine", "order", "patient_id", "today", "Medicine", "_x1"]
-PIECES = st.sampled_from(
-    ["$", "$$", "${", "}", "{", " ", "x", "1", ".", "é", *(f"${n}" for n in NAMES)]
-    + [f"${{{n}}}" for n in NAMES]
-)
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.loader import CALL_VALUES, fill, placeholders
 
 
-@given(
-    st.lists(PIECES, max_size=12).map("".join),
-    st.dictionaries(st.sampled_from(NAMES), st.text(max_size=5)),
-)
-def test_strings_are_filled_as_safe_substitute_fills_them(
-    template: str, facts: dict[str, str]
-) -> None:
-    assert fill_template(template, facts) == string.Template(template).safe_substitute(facts)
+def test_a_string_is_filled_and_a_missing_fact_shows_rather_than_fails() -> None:
+    assert fill("Stop {medicine} ({order}) {{literal}}", {"medicine": "baclofen"}) == (
+        "Stop baclofen ([order?]) {literal}"
+    )
+    assert fill("deletable: {deletable}", {"deletable": True}) == "deletable: True"
 
 
 def test_a_resource_template_is_copied_with_its_strings_filled() -> None:
     template = {
-        "subject": {"reference": "Patient/${patient_id}"},
-        "note": [{"text": "for ${medicine}, $$5 ${unknown}"}],
+        "subject": {"reference": "Patient/{patient_id}"},
+        "note": [{"text": "for {medicine}"}],
         "priority": 1,
     }
-    filled = fill_template(template, {"patient_id": "p-1", "medicine": "baclofen"})
+    filled = fill(template, {"patient_id": "p-1", "medicine": "baclofen"})
     assert filled == {
         "subject": {"reference": "Patient/p-1"},
-        "note": [{"text": "for baclofen, $5 ${unknown}"}],
+        "note": [{"text": "for baclofen"}],
         "priority": 1,
     }
-    assert template["subject"] == {"reference": "Patient/${patient_id}"}  # not changed
+    assert template["subject"] == {"reference": "Patient/{patient_id}"}  # not changed
+
+
+def test_placeholders_are_read_from_strings_lists_and_mappings() -> None:
+    template = {"a": "{x} and {y}", "b": ["{z}", 3, "{{not_a_name}}"]}
+    assert placeholders(template) == {"x", "y", "z"}
+
+
+@pytest.mark.parametrize("text", ["{a.b}", "{a[0]}", "{a!r}", "{a:>5}", "{}", "{0}", "{a"])
+def test_only_plain_name_placeholders_are_templates(text: str) -> None:
+    with pytest.raises(ValueError):
+        placeholders(text)
+
+
+def test_every_card_kind_names_only_its_declared_facts(knowledge: Knowledge) -> None:
+    # The loader checks this; here it is read back from what it built, so the check is not vacuous.
+    for kind in knowledge.cards.values():
+        texts = [kind.summary, kind.detail]
+        for suggestion in kind.suggestions:
+            texts.append(suggestion.label)
+            texts.extend(action.description for action in suggestion.actions)
+            texts.extend(action.resource for action in suggestion.actions if action.resource)
+        named = set().union(*map(placeholders, texts))
+        assert named <= {*kind.facts, *CALL_VALUES}, kind.key

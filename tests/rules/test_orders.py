@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cds_service.rules.base import Finding
+from cds_service.rules.evaluation import Finding
 from cds_service.rules.orders import _medicines_named, _without_subsumed
 
 
