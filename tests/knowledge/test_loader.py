@@ -1,0 +1,173 @@
+"""The content editor's safety net: each problem the loader reports, from one broken file in a copy
+of cards/, and the knowledge base as shipped loading clean."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cds_service.knowledge import KnowledgeError, load_knowledge
+from tests.conftest import ROOT
+
+# (file in cards/, text in it, what it becomes, the one problem the loader must report)
+BREAKAGES = [
+    (
+        "thresholds.yaml",
+        "    value: 90\n",
+        "    value: ninety\n",
+        "thresholds.yaml: thresholds/calcium-lookback-days/value: 'ninety' is not of type 'number'",
+    ),
+    (
+        "valuesets/eeg.yaml",
+        "id: eeg\n",
+        "id: eeg2\n",
+        "eeg.yaml: id 'eeg2' does not match the file name",
+    ),
+    (
+        "thresholds.yaml",
+        "    source: LOCAL\n    note: A calcium, magnesium",
+        "    source: NOWHERE\n    note: A calcium, magnesium",
+        "thresholds.yaml: calcium-lookback-days: source 'NOWHERE' is not in sources.yaml",
+    ),
+    (
+        "cards.yaml",
+        "[cds-not-applicable, recipient-disagrees-evidence, recipient-concerns-outcomes,",
+        "[made-up, recipient-disagrees-evidence, recipient-concerns-outcomes,",
+        "cards.yaml: calcium-low: override reason 'made-up' is not defined",
+    ),
+    (
+        "cards.yaml",
+        'summary: "Low {calcium_kind} ',
+        'summary: "Low {calcium_kind!r} ',
+        "cards.yaml: calcium-low: summary: '{calcium_kind!r}' is not a plain {name} placeholder",
+    ),
+    (
+        "cards.yaml",
+        'summary: "Low {calcium_kind} {calcium} {unit} ({date})',
+        'summary: "Low {calcium_kind} {calcium} {unit} ({day})',
+        "cards.yaml: calcium-low: summary names '{day}', which is not among its facts",
+    ),
+    (
+        "cards.yaml",
+        "when: dxa_due",
+        "when: dxa_overdue",
+        "cards.yaml: calcium-workup: suggestion 'order-dxa': when 'dxa_overdue' is not among its facts",
+    ),
+    (
+        "cards.yaml",
+        "resource: magnesium-level",
+        "resource: no-such-order",
+        "cards.yaml: calcium-low: suggestion 'check-magnesium' creates an unknown order",
+    ),
+    (
+        "cards.yaml",
+        "            resource_id_fact: order\n",
+        "",
+        "cards.yaml: beers-muscle-relaxant: a delete action needs resource_id_fact",
+    ),
+    (
+        "cards.yaml",
+        "resource_id_fact: order",
+        "resource_id_fact: target",
+        "cards.yaml: beers-muscle-relaxant: suggestion 'deprescribe-muscle-relaxant': "
+        "resource_id_fact 'target' is not among its facts",
+    ),
+    (
+        "orders.yaml",
+        'authoredOn: "{today}"',
+        'authoredOn: "{tomorrow}"',
+        "cards.yaml: calcium-low-severe: suggestion 'repeat-calcium-panel': its order names "
+        "'{tomorrow}', which is not among its facts",
+    ),
+    (
+        "services.yaml",
+        "{codes:eeg,dxa-report}",
+        "{codes:eeg,dxa-reports}",
+        "services.yaml: leg-cramps-after-stroke: prefetch names unknown value set 'dxa-reports'",
+    ),
+    (
+        "services.yaml",
+        "    hook: order-sign",
+        "    hook: order-select",
+        "services.yaml: an (id, hook) pair is listed twice",
+    ),
+    (
+        "valuesets/eeg.yaml",
+        "{system: loinc,",
+        "{system: loinc2,",
+        "valuesets/eeg.yaml: 11523-8: unknown system 'loinc2'",
+    ),
+    (
+        "valuesets/calcium-any.yaml",
+        "include: [calcium-total,",
+        "include: [calcium-totals,",
+        "valuesets/calcium-any.yaml: includes unknown value set 'calcium-totals'",
+    ),
+    (
+        "valuesets/calcium-total.yaml",
+        "\nkind:",
+        "\ninclude: [calcium-any]\nkind:",
+        "valuesets/calcium-any.yaml: include cycle calcium-any -> calcium-total",
+    ),
+]
+
+
+@pytest.fixture
+def cards(tmp_path: Path) -> Path:
+    """A copy of cards/ to break."""
+    copy = tmp_path / "cards"
+    shutil.copytree(ROOT / "cards", copy)
+    return copy
+
+
+def problems_of(directory: Path) -> list[str]:
+    with pytest.raises(KnowledgeError) as raised:
+        load_knowledge(directory)
+    return raised.value.problems
+
+
+def break_file(cards: Path, name: str, old: str, new: str) -> None:
+    path = cards / name
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{name} no longer holds {old!r}: update this test"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_the_shipped_knowledge_base_loads(cards: Path) -> None:
+    assert load_knowledge(cards).cards
+
+
+@pytest.mark.parametrize(("name", "old", "new", "problem"), BREAKAGES, ids=lambda v: None)
+def test_each_broken_file_is_reported(
+    cards: Path, name: str, old: str, new: str, problem: str
+) -> None:
+    break_file(cards, name, old, new)
+    assert problems_of(cards)[0] == problem
+
+
+def test_a_file_that_is_not_yaml_cannot_be_read(cards: Path) -> None:
+    break_file(
+        cards, "thresholds.yaml", "  calcium-lookback-days:\n", "  calcium-lookback-days: [\n"
+    )
+    [problem] = problems_of(cards)
+    assert problem.startswith("thresholds.yaml: cannot be read: while parsing a flow sequence")
+
+
+def test_a_missing_file_cannot_be_read(cards: Path) -> None:
+    (cards / "orders.yaml").unlink()
+    [problem] = problems_of(cards)
+    assert problem.startswith("orders.yaml: cannot be read: [Errno 2] No such file or directory")
+
+
+def test_a_missing_directory_says_which_setting_names_it(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "nowhere") == [
+        f"{tmp_path / 'nowhere'}: knowledge directory not found (set CDS_KNOWLEDGE_DIR)"
+    ]
+
+
+def test_every_problem_is_listed_not_just_the_first(cards: Path) -> None:
+    break_file(cards, "thresholds.yaml", "    source: LOCAL\n", "    source: NOWHERE\n")
+    break_file(cards, "cards.yaml", "when: dxa_due", "when: dxa_overdue")
+    assert len(problems_of(cards)) == 2
