@@ -9,10 +9,12 @@ without a URL.
 from __future__ import annotations
 
 import re
+import shutil
 import statistics
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,8 +26,8 @@ from flask.testing import FlaskClient
 
 from cds_service import create_app
 from cds_service.clock import Clock
-from cds_service.knowledge import Knowledge
-from tests.conftest import SERVICE_ID, assert_valid_response, make_settings
+from cds_service.knowledge import Knowledge, load_knowledge
+from tests.conftest import ROOT, SERVICE_ID, assert_valid_response, make_settings
 from tests.test_api import request_body
 
 SCT = "http://snomed.info/sct"
@@ -331,8 +333,9 @@ def test_detail_is_markdown_not_html(cards: list[dict[str, Any]]) -> None:
 def test_long_summaries_are_cut_below_140_characters(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kind = app.extensions["cds_runtime"].knowledge.cards["calcium-workup"]
-    monkeypatch.setitem(kind, "summary", "Calcium " + "very " * 60 + "long summary")
+    cards = app.extensions["cds_runtime"].knowledge.cards
+    long = "Calcium " + "very " * 60 + "long summary"
+    monkeypatch.setitem(cards, "calcium-workup", replace(cards["calcium-workup"], summary=long))
     card = by_topic(call(client, in_scope_body())["cards"], "calcium-workup")
     assert len(card["summary"]) < 140
     assert card["summary"].startswith("Calcium very very")
@@ -402,11 +405,17 @@ def test_source_url_is_not_a_patient_drill_down(client: FlaskClient) -> None:
 
 
 def test_links_are_absolute_without_app_context(
-    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The shipped cards have no links; this checks the renderer's link path with an injected one."""
-    kind = app.extensions["cds_runtime"].knowledge.cards["calcium-workup"]
-    monkeypatch.setitem(kind, "links", [{"label": "Guideline", "url": "https://example.org/guide"}])
+    """The shipped cards have no links; this checks the link path with one added to a copy."""
+    copy = tmp_path / "cards"
+    shutil.copytree(ROOT / "cards", copy)
+    text = (copy / "cards.yaml").read_text(encoding="utf-8")
+    link = "    links: [{label: Guideline, url: 'https://example.org/guide'}]\n"
+    text = text.replace("  calcium-workup:\n", "  calcium-workup:\n" + link, 1)
+    (copy / "cards.yaml").write_text(text, encoding="utf-8")
+    cards = app.extensions["cds_runtime"].knowledge.cards
+    monkeypatch.setitem(cards, "calcium-workup", load_knowledge(copy).cards["calcium-workup"])
     card = by_topic(call(client, in_scope_body())["cards"], "calcium-workup")
     assert card["links"] == [
         {"label": "Guideline", "url": "https://example.org/guide", "type": "absolute"}

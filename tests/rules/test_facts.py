@@ -1,0 +1,33 @@
+"""Every finding the rules raise in the scenarios carries every fact its card kind declares."""
+
+from __future__ import annotations
+
+import json
+
+from cds_service.fhir.record import record_from_prefetch
+from cds_service.knowledge import Knowledge
+from cds_service.rules import RULES, Evaluation
+from tests.conftest import FIXTURES, NOW, SERVICE_ID
+
+
+def test_each_finding_supplies_its_declared_facts(knowledge: Knowledge) -> None:
+    seen = set()
+    for path in sorted((FIXTURES / "scenarios").glob("*.json")):
+        scenario = json.loads(path.read_text(encoding="utf-8"))
+        request = scenario["request"]
+        if scenario["expect"].get("status", 200) != 200 or "prefetch" not in request:
+            continue
+        service = next(
+            s
+            for s in knowledge.services
+            if s.id == scenario.get("service", SERVICE_ID) and s.hook == request["hook"]
+        )
+        context = request["context"]
+        record = record_from_prefetch(context["patientId"], request["prefetch"])
+        for finding in RULES[service.rules](
+            Evaluation(request["hook"], context, record, knowledge, NOW)
+        ):
+            missing = set(knowledge.cards[finding.kind].facts) - set(finding.facts)
+            assert not missing, (path.stem, finding.kind, missing)
+            seen.add(finding.kind)
+    assert seen == set(knowledge.cards)  # every card kind was raised by some scenario
