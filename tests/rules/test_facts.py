@@ -1,8 +1,9 @@
-"""Every finding the rules raise in the scenarios carries every fact its card kind declares."""
+"""Rules and card kinds agree: declared facts are supplied, named rule sets exist."""
 
 from __future__ import annotations
 
 import json
+from importlib import resources
 
 from cds_service.fhir.record import record_from_prefetch
 from cds_service.knowledge import Knowledge
@@ -31,3 +32,14 @@ def test_each_finding_supplies_its_declared_facts(knowledge: Knowledge) -> None:
             assert not missing, (path.stem, finding.kind, missing)
             seen.add(finding.kind)
     assert seen == set(knowledge.cards)  # every card kind was raised by some scenario
+
+
+def test_the_rule_sets_services_may_name_are_those_registered(knowledge: Knowledge) -> None:
+    schema = json.loads(
+        resources.files("cds_service.knowledge")
+        .joinpath("schemas/services.schema.json")
+        .read_text()
+    )
+    named = schema["properties"]["services"]["items"]["properties"]["rules"]["enum"]
+    assert set(named) == set(RULES)
+    assert {s.rules for s in knowledge.services} <= set(RULES)
