@@ -138,10 +138,13 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         regex = _phrase_regex(row["phrase"]) if "phrase" in row else row["pattern"]
         cues.append(Cue(label, row["category"], row["direction"], compiled(f"cues/{n}", regex)))
     terms = []
+    prefix = re.escape(doc["prefix_negation"]["prefix"])
     for row in doc["findings"]:
         cite(f"findings/{row['id']}", row["source"])
         alternatives = "|".join(f"(?:{p})" for p in row["patterns"])
-        pattern = compiled(f"findings/{row['id']}", rf"\b(?:{alternatives})\b")
+        # A finding may start at a word boundary or straight after the prefix ("nonepileptiform").
+        start = rf"(?:\b|(?<=\b{prefix}))"
+        pattern = compiled(f"findings/{row['id']}", rf"{start}(?:{alternatives})\b")
         terms.append(Term(row["id"], row["kind"], pattern))
     coded = {}
     for row in doc["coded"]:
@@ -149,7 +152,6 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         coded[(row["system"], row["code"])] = row["reading"]
     if problems:
         raise EegLexiconError(problems)
-    prefix = re.escape(doc["prefix_negation"]["prefix"])
     return EegLexicon(
         cues=tuple(cues),
         terms=tuple(terms),
@@ -280,7 +282,8 @@ def _sentence_mentions(sentence: str, shown: str, lexicon: EegLexicon) -> list[M
 def _units(sentence: str, lexicon: EegLexicon) -> list[_Unit]:
     """The sentence as words, cues and findings; overlaps go to the leftmost, then the longest."""
     candidates: list[tuple[int, int, Cue | Term]] = []
-    for item in (*lexicon.cues, *lexicon.terms):
+    spans: list[Cue | Term] = [*lexicon.cues, *lexicon.terms]
+    for item in spans:
         for match in item.pattern.finditer(sentence):
             if match.end() > match.start():
                 candidates.append((match.start(), match.end(), item))
