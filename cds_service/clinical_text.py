@@ -51,6 +51,8 @@ class Cue:
     category: str  # negated | uncertain | hypothetical | historical | pseudo | termination
     direction: str  # forward | backward | both
     pattern: re.Pattern[str]
+    # The phrase's first word: a sentence without it is not scanned for the cue (None: always).
+    anchor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         cite(f"cues/{n}", row["source"])
         label = row.get("phrase") or row["pattern"]
         regex = _phrase_regex(row["phrase"]) if "phrase" in row else row["pattern"]
-        cues.append(Cue(label, row["category"], row["direction"], compiled(f"cues/{n}", regex)))
+        anchor = _normalise(row["phrase"]).split(" ")[0] if "phrase" in row else None
+        pattern = compiled(f"cues/{n}", regex)
+        cues.append(Cue(label, row["category"], row["direction"], pattern, anchor))
     terms = []
     prefix = re.escape(doc["prefix_negation"]["prefix"])
     for row in doc["findings"]:
@@ -282,8 +286,10 @@ def _sentence_mentions(sentence: str, shown: str, lexicon: EegLexicon) -> list[M
 def _units(sentence: str, lexicon: EegLexicon) -> list[_Unit]:
     """The sentence as words, cues and findings; overlaps go to the leftmost, then the longest."""
     candidates: list[tuple[int, int, Cue | Term]] = []
-    spans: list[Cue | Term] = [*lexicon.cues, *lexicon.terms]
-    for item in spans:
+    words = set(_WORD.findall(sentence))
+    spans = [c for c in lexicon.cues if c.anchor is None or c.anchor in words]
+    scanned: list[Cue | Term] = [*spans, *lexicon.terms]
+    for item in scanned:
         for match in item.pattern.finditer(sentence):
             if match.end() > match.start():
                 candidates.append((match.start(), match.end(), item))

@@ -71,6 +71,17 @@ def test_corpus_sentence_reads_as_expected(entry: dict[str, Any], lexicon: EegLe
     assert reading.kind == entry["expected"], entry["why"]
 
 
+def test_skipping_cues_whose_first_word_is_absent_changes_no_reading(lexicon: EegLexicon) -> None:
+    # The anchor filter exists for speed only: scanning every cue must read the corpus the same.
+    every_cue = dataclasses.replace(
+        lexicon, cues=tuple(dataclasses.replace(c, anchor=None) for c in lexicon.cues)
+    )
+    assert any(c.anchor for c in lexicon.cues)
+    for entry in CORPUS["sentences"]:
+        report = _report(entry)
+        assert read_eeg_report(report, every_cue) == read_eeg_report(report, lexicon)
+
+
 def test_an_epileptiform_reading_names_the_sentence_it_rests_on(lexicon: EegLexicon) -> None:
     text = "Normal background. During sleep, right frontal sharp waves were recorded."
     reading = read_eeg_text(text, lexicon)
