@@ -1,12 +1,4 @@
-"""Reads EEG reports: coded interpretations first, then the text with the NegEx/ConText algorithm.
-
-The algorithm is NegEx (Chapman et al. 2001) with ConText's uncertainty, hypothetical and
-historical cues (Harkema et al. 2009): a cue before a finding reaches forward to a termination
-cue, another cue or the end of the sentence; a cue after a finding reaches back a few words. The
-cues and the EEG finding terms (ACNS 2021 terminology, benign variants) are data in
-cards/eeg-reading.yaml. A report is called epileptiform only on an affirmed, unhedged epileptiform
-finding; anything this module cannot read with confidence is "unclear", never "epileptiform".
-"""
+"""Reads EEG reports with NegEx/ConText: coded interpretation first, then the text; else unclear."""
 
 from __future__ import annotations
 
@@ -22,6 +14,11 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unus
 
 from cds_service.fhir.data import codings, items, texts
 
+# NegEx (Chapman et al. 2001) with ConText's uncertainty, hypothetical and historical cues (Harkema
+# et al. 2009): a cue before a finding reaches forward to a termination cue, another cue or the end
+# of the sentence; a cue after a finding reaches back a few words. Cues and EEG finding terms (ACNS
+# 2021, benign variants) are data in cards/eeg-reading.yaml. A report is epileptiform only on an
+# affirmed, unhedged epileptiform finding; what is not read with confidence is "unclear".
 EegReadingKind = Literal["epileptiform", "normal", "no-epileptiform", "unclear"]
 Certainty = Literal["affirmed", "negated", "uncertain", "not-current", "out-of-window"]
 
@@ -188,7 +185,9 @@ def read_eeg_report(report: Mapping[str, Any], lexicon: EegLexicon) -> EegReadin
     codes = tuple(f"coded interpretation: {c}" for c in sorted(coded))
     if "epileptiform" in coded:
         return EegReading("epileptiform", "coded", codes)
-    if not text:
+    if {"normal", "abnormal"} <= coded:
+        return EegReading("unclear", "coded", codes)
+    if reading.basis == "nothing":
         kind: EegReadingKind = "normal" if coded == {"normal"} else "unclear"
         return EegReading(kind, "coded", codes)
     if "abnormal" in coded:
@@ -196,7 +195,7 @@ def read_eeg_report(report: Mapping[str, Any], lexicon: EegLexicon) -> EegReadin
         if reading.kind == "normal":
             return EegReading("unclear", "coded+text", codes + reading.evidence)
         return EegReading(reading.kind, "coded+text", codes + reading.evidence)
-    # Coded normal: the text may only confirm it.
+    # Coded normal: the text may only confirm it (a text naming no finding does not contradict it).
     if reading.kind in {"normal", "no-epileptiform"}:
         return EegReading(reading.kind, "coded+text", codes + reading.evidence)
     return EegReading("unclear", "coded+text", codes + reading.evidence)
@@ -238,7 +237,7 @@ def read_eeg_text(text: str, lexicon: EegLexicon) -> EegReading:
     evidence = negated + slowing + benign + stated_normal + unexplained
     if evidence:
         return EegReading("no-epileptiform", "text", tuple(dict.fromkeys(evidence)))
-    return EegReading("unclear", "text")
+    return EegReading("unclear", "nothing")
 
 
 def mentions(text: str, lexicon: EegLexicon) -> list[Mention]:

@@ -178,6 +178,15 @@ def test_an_epileptiform_code_decides_before_the_text(lexicon: EegLexicon) -> No
     assert (reading.kind, reading.basis) == ("epileptiform", "coded")
 
 
+def test_conflicting_interpretation_codes_are_unclear(lexicon: EegLexicon) -> None:
+    observation = {
+        "resourceType": "Observation",
+        "interpretation": [{"coding": [{"system": V3, "code": "N"}, {"system": V3, "code": "A"}]}],
+        "valueString": "No epileptiform discharges.",
+    }
+    assert read_eeg_report(observation, lexicon).kind == "unclear"
+
+
 # --- The lexicon file ----------------------------------------------------------------------------
 
 
