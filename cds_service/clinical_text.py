@@ -72,6 +72,9 @@ class EegLexicon:
     max_characters: int
     skipped_sections: frozenset[str]
     prefix_negation: re.Pattern[str]
+    # Forward negations that, naming no finding after them, hedge the finding before them
+    # ("sharp waves were not clearly seen").
+    dangling_negations: frozenset[str] = frozenset()
     coded: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -161,6 +164,7 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         max_characters=doc["limits"]["max_characters"],
         skipped_sections=frozenset(doc["skipped_sections"]["headings"]),
         prefix_negation=re.compile(rf"\b{prefix} ?$"),
+        dangling_negations=frozenset(doc["scope"]["dangling_negations"]),
         coded=coded,
     )
 
@@ -307,8 +311,8 @@ def _units(sentence: str, lexicon: EegLexicon) -> list[_Unit]:
 
 def _certainty(units: list[_Unit], index: int, lexicon: EegLexicon) -> Certainty:
     """How the cues around the finding at `index` qualify it (NegEx scope rules)."""
-    before = _governing(units, index, -1, lexicon.pre_window)
-    after = _governing(units, index, 1, lexicon.post_window)
+    before = _governing(units, index, -1, lexicon.pre_window, lexicon)
+    after = _governing(units, index, 1, lexicon.post_window, lexicon)
     effects = {before, after}
     if "not-current" in effects:
         return "not-current"
@@ -321,12 +325,15 @@ def _certainty(units: list[_Unit], index: int, lexicon: EegLexicon) -> Certainty
     return "affirmed"
 
 
-def _governing(units: list[_Unit], index: int, step: int, window: int | None) -> Certainty | None:
+def _governing(
+    units: list[_Unit], index: int, step: int, window: int | None, lexicon: EegLexicon
+) -> Certainty | None:
     """The effect of the nearest cue on one side of a finding, if its scope reaches the finding.
 
     A scope ends at a termination cue or at any other cue (NegEx); a cue facing away from the
     finding ends the search too. Findings in between do not end it (lists: "no spikes, sharp
-    waves or seizures"). A cue beyond `window` words reads as "out-of-window".
+    waves or seizures"). A cue beyond `window` words reads as "out-of-window". A dangling
+    negation after the finding (one whose forward scope holds no finding) hedges it.
     """
     toward = "forward" if step < 0 else "backward"
     words_between = 0
@@ -334,7 +341,11 @@ def _governing(units: list[_Unit], index: int, step: int, window: int | None) ->
     while 0 <= position < len(units):
         item = units[position].item
         if isinstance(item, Cue):
-            if item.category == "termination" or item.direction not in {toward, "both"}:
+            if item.category == "termination":
+                return None
+            if item.direction not in {toward, "both"}:
+                if step > 0 and _dangles(units, position, lexicon):
+                    return "out-of-window" if words_between > (window or 0) else "uncertain"
                 return None
             if item.category == "pseudo":
                 return None
@@ -346,6 +357,19 @@ def _governing(units: list[_Unit], index: int, step: int, window: int | None) ->
         words_between += 1
         position += step
     return None
+
+
+def _dangles(units: list[_Unit], position: int, lexicon: EegLexicon) -> bool:
+    """Whether the cue at `position` is a dangling negation: nothing it could negate follows it."""
+    cue = units[position].item
+    if not isinstance(cue, Cue) or cue.label not in lexicon.dangling_negations:
+        return False
+    for unit in units[position + 1 :]:
+        if isinstance(unit.item, Term):
+            return False
+        if isinstance(unit.item, Cue):
+            return True
+    return True
 
 
 def _coded_readings(report: Mapping[str, Any], lexicon: EegLexicon) -> set[str]:

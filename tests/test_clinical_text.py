@@ -109,6 +109,17 @@ def test_post_negation_reaches_back_five_words(
     assert read_eeg_text(text, lexicon).kind == expected
 
 
+@pytest.mark.parametrize(
+    ("words", "certainty"), [(4, "uncertain"), (5, "uncertain"), (6, "out-of-window")]
+)
+def test_a_dangling_negation_hedges_back_within_the_post_window(
+    words: int, certainty: str, lexicon: EegLexicon
+) -> None:
+    text = f"Sharp waves {_between(words - 1)} were not clearly seen."
+    assert [m.certainty for m in mentions(text, lexicon)] == [certainty]
+    assert read_eeg_text(text, lexicon).kind == "unclear"
+
+
 def test_a_finding_phrase_counts_as_one_word_in_the_window(lexicon: EegLexicon) -> None:
     # Five words between, one of them a finding phrase of three words ("focal slowing" etc.).
     text = "Sharp waves and left temporal polymorphic delta slowing were not seen."
