@@ -2,7 +2,9 @@
 
 A scenario file holds `title`, `why`, `request` (a complete CDS Hooks request) and `expect`:
 `status` (default 200) and `cards`, a list of {kind, indicator, summary_contains?, detail_contains?,
-suggestions?}. The response must contain exactly the expected card kinds (order aside); every card
+summary_excludes?, detail_excludes?, suggestions?, suggestions_contain?, suggestions_exclude?,
+resources_include_codes?, resources_exclude_codes?, delete?} (fixtures/scenarios-pending/README.md).
+The response must contain exactly the expected card kinds (order aside); every card
 must be schema-valid and every suggested resource a valid FHIR R4 resource.
 """
 
@@ -37,6 +39,18 @@ def assert_suggested_resources_are_fhir(cards: list[dict[str, Any]]) -> None:
                     get_fhir_model_class(resource["resourceType"]).model_validate(resource)
 
 
+def suggested_codes(card: dict[str, Any]) -> set[str]:
+    """Codes in `code` or `medicationCodeableConcept` of every resource the card's suggestions create."""
+    found = set()
+    for suggestion in card.get("suggestions", []):
+        for action in suggestion["actions"]:
+            resource = action.get("resource") or {}
+            for field in ("code", "medicationCodeableConcept"):
+                for coding in (resource.get(field) or {}).get("coding", []):
+                    found.add(coding.get("code"))
+    return found
+
+
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario(client: FlaskClient, path: Path) -> None:
     scenario = load(path)
@@ -62,6 +76,20 @@ def test_scenario(client: FlaskClient, path: Path) -> None:
             assert text in card["summary"], card["summary"]
         for text in wanted.get("detail_contains", []):
             assert text in card["detail"], card["detail"]
+        for text in wanted.get("summary_excludes", []):
+            assert text not in card["summary"], card["summary"]
+        for text in wanted.get("detail_excludes", []):
+            assert text not in card["detail"], card["detail"]
+        labels = [s["label"] for s in card.get("suggestions", [])]
+        for text in wanted.get("suggestions_contain", []):
+            assert any(text in label for label in labels), labels
+        for text in wanted.get("suggestions_exclude", []):
+            assert not any(text in label for label in labels), labels
+        codes = suggested_codes(card)
+        for code in wanted.get("resources_include_codes", []):
+            assert code in codes, codes
+        for code in wanted.get("resources_exclude_codes", []):
+            assert code not in codes, codes
         if "suggestions" in wanted:
             assert [s["label"] for s in card.get("suggestions", [])] == wanted["suggestions"]
         if "delete" in wanted:
