@@ -63,7 +63,6 @@ def allowed_roots() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     verify = ssl.get_default_verify_paths()
     candidates = [
-        str(REPO_ROOT),
         sys.prefix,
         sys.exec_prefix,
         paths["stdlib"],
@@ -88,15 +87,31 @@ def allowed_roots() -> tuple[str, ...]:
 _ALLOWED = allowed_roots()
 
 
+_REPO = _real(REPO_ROOT)
+# Where a checkout's neighbours (such as ../shared) live. When that is the temporary directory
+# itself (a clone at /tmp/x), neighbours cannot be told from temporary files: no such rule then.
+_PARENT = _real(REPO_ROOT.parent)
+_BESIDE = _PARENT if _real(tempfile.gettempdir()) != _PARENT else None
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def is_outside(path: str | bytes | os.PathLike[Any], cwd: str | None = None) -> bool:
-    """Whether `path` (relative to `cwd`, default the current directory) resolves outside every
-    allowed root. Nonexistent paths count too: trying to read one is the mistake being caught."""
+    """Whether `path` (relative to `cwd`, default the current directory) resolves outside the
+    repository and every allowed root. A path beside the repository (under its parent directory)
+    is outside even when a broad allowed root holds both (a clone in /tmp/ci/ with /tmp/ci/shared
+    beside it). Nonexistent paths count too: trying to read one is the mistake being caught."""
     text = os.fsdecode(path)
     if not os.path.isabs(text):
         text = os.path.join(cwd or os.getcwd(), text)
     real = os.path.realpath(text)
+    if _under(real, _REPO):
+        return False
+    beside = _BESIDE is not None and _under(real, _BESIDE)
     return not any(
-        real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in _ALLOWED
+        _under(real, root) and not (beside and _under(_BESIDE or "", root)) for root in _ALLOWED
     )
 
 

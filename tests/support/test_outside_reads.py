@@ -81,3 +81,19 @@ def test_a_child_process_given_a_path_outside_is_refused() -> None:
     with WATCH.expecting() as caught, pytest.raises(OutsideRead):
         subprocess.run([sys.executable, "-c", "pass", f"--seed={REPO_ROOT.parent}"], check=True)
     assert caught
+
+
+def test_beside_a_clone_in_the_temporary_directory_is_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout at <tmp>/ci/repo with <tmp>/ci/shared beside it: the temporary directory is an
+    # allowed root, but the checkout's neighbours are not.
+    from . import outside_reads
+
+    ci = tmp_path / "ci"
+    monkeypatch.setattr(outside_reads, "_REPO", str(ci / "repo"))
+    monkeypatch.setattr(outside_reads, "_BESIDE", str(ci))
+    assert is_outside(ci / "shared" / "spec" / "requirements.csv")
+    assert is_outside(ci)
+    assert not is_outside(ci / "repo" / "fixtures" / "spec")
+    assert not is_outside(tmp_path / "elsewhere.json")  # other temporary files stay allowed
