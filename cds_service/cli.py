@@ -1,4 +1,4 @@
-"""The `cds-service` command: run (development), serve (gunicorn), evaluate, check-knowledge."""
+"""The `cds-service` command: run, serve, migrate, report, prune, check-knowledge, evaluate."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from cds_service import native
-from cds_service.config import ConfigError, load_settings
+from cds_service.clock import Clock
+from cds_service.config import ConfigError, Settings, load_settings
 from cds_service.knowledge import KnowledgeError, load_knowledge
 
 log = logging.getLogger(__name__)
@@ -164,13 +165,18 @@ def migrate() -> None:
     from cds_service.store import StoreUnavailable
     from cds_service.store import migrate as run_migrations
 
-    settings = _settings_or_exit()
+    settings = _settings_or_exit("database_url")
     try:
-        run_migrations(settings.database_url)
+        applied = run_migrations(settings.database_url)
     except StoreUnavailable as exc:
         click.echo(f"database unreachable: {exc}", err=True)
         sys.exit(1)
-    click.echo("database schema is up to date")
+    if applied:
+        click.echo(
+            f"applied {applied} migration{'s' if applied != 1 else ''}; the schema is current"
+        )
+    else:
+        click.echo("database schema already up to date: nothing applied")
 
 
 @main.command("report")
@@ -185,7 +191,7 @@ def report_command(since: datetime | None) -> None:
     from cds_service.store import StoreUnavailable
     from cds_service.store.report import report
 
-    settings = _settings_or_exit()
+    settings = _settings_or_exit("database_url")
     start = since.replace(tzinfo=UTC) if since else None
     try:
         rows = report(settings.database_url, start)
@@ -216,7 +222,7 @@ def prune(older_than_days: int) -> None:
     from cds_service.store import StoreUnavailable
     from cds_service.store.report import prune as prune_store
 
-    settings = _settings_or_exit()
+    settings = _settings_or_exit("database_url")
     now = datetime.now(UTC)
     try:
         removed = prune_store(settings.database_url, now - timedelta(days=older_than_days), now)
@@ -226,9 +232,10 @@ def prune(older_than_days: int) -> None:
     click.echo(", ".join(f"{table}: {count} removed" for table, count in removed.items()))
 
 
-def _settings_or_exit() -> Any:
+def _settings_or_exit(*used: str) -> Settings:
+    """The settings a command uses (Settings field names), read and checked; no others."""
     try:
-        return load_settings()
+        return load_settings(only=used)
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(1)
@@ -240,10 +247,10 @@ def _settings_or_exit() -> Any:
 )
 def check_knowledge(fhir: bool) -> None:
     """Validate cards/ against its schemas and cross-references; exit 1 listing every problem."""
+    settings = _settings_or_exit("knowledge_dir")
     try:
-        settings = load_settings()
         knowledge = load_knowledge(settings.knowledge_dir)
-    except (ConfigError, KnowledgeError) as exc:
+    except KnowledgeError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
     problems = validate_orders(knowledge) if fhir else []
@@ -278,51 +285,158 @@ def validate_orders(knowledge: Any) -> list[str]:
     return problems
 
 
+# What a hook call reads. Not the HTTP shell's settings (JWT, CORS, body size): evaluate serves no
+# request, so it authenticates no one.
+EVALUATE_SETTINGS = (
+    "database_url",
+    "knowledge_dir",
+    "fhir_server_allowlist",
+    "fhir_timeout_seconds",
+    "fhir_deadline_seconds",
+    "fhir_max_pages",
+    "fhir_max_concurrency",
+    "patient_hash_key",
+    "log_level",
+    "validate_responses",
+    "store_retry_seconds",
+)
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the exact CDS Hooks response.")
-@click.option("--service", default=None, help="Service id (default: the patient-view service).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the CDS Hooks response the service would send now (snoozed cards left out).",
+)
+@click.option("--service", default=None, help="Service id (default: the one for the file's hook).")
 @click.option("--patient", default=None, help="Patient id, when a Bundle holds several patients.")
-def evaluate(file: Path, as_json: bool, service: str | None, patient: str | None) -> None:
-    """Print the cards for a hook request (JSON) or a patient Bundle, for reviewing the content."""
+@click.option(
+    "--now",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Evaluate as at this UTC time (the scenario tests use 2026-11-24T12:00:00).",
+)
+def evaluate(
+    file: Path, as_json: bool, service: str | None, patient: str | None, now: datetime | None
+) -> None:
+    """Show the cards the rules give for FILE, for reviewing the content.
+
+    FILE is a hook request, a scenario file (fixtures/scenarios: the request under "request") or
+    a patient Bundle (evaluated as patient-view with the Bundle as every prefetch). Every card the
+    rules find is shown; one that a clinician's recent override would snooze is marked, not hidden.
+    Nothing is recorded in the database.
+    """
     from cds_service import create_app
     from cds_service.errors import CdsError
-    from cds_service.hooks import call_service, request_from_bundle
+    from cds_service.hooks import call_service
 
     os.environ.setdefault("CDS_ENV", "development")
-    app = _app_or_exit(create_app)
-    rt = app.extensions["cds_runtime"]
-    document = json.loads(file.read_text(encoding="utf-8"))
-    if document.get("resourceType") == "Bundle":
-        spec = next(
-            s for s in rt.knowledge.services if service in (None, s.id) and s.hook == "patient-view"
-        )
-        patient_id = patient or _first_patient(document)
-        request = request_from_bundle(spec, document, patient_id, str(uuid.uuid4()))
-        service_id = spec.id
-    else:
-        request = document
-        service_id = service or next(
-            s.id for s in rt.knowledge.services if s.hook == document.get("hook")
-        )
     try:
-        result = call_service(rt, service_id, request)
+        settings = load_settings(only=EVALUATE_SETTINGS, auth="off")
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(1)
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.UsageError(f"{file} is not a JSON file: {exc}") from None
+    if not isinstance(document, dict):
+        raise click.UsageError(f"{file} holds no JSON object")
+    clock = None
+    if now is not None:
+        at = now.replace(tzinfo=UTC)
+        clock = Clock(now_fn=lambda: at)
+    app = _app_or_exit(lambda: create_app(settings, clock=clock))
+    rt = app.extensions["cds_runtime"]
+    title, service_id, request = _hook_request(rt, document, service, patient)
+    try:
+        with rt.dry_run():  # a review: no issued cards recorded, no metrics, no request log
+            result = call_service(rt, service_id, request, hold_snoozed=False)
     except CdsError as exc:
         click.echo(json.dumps(exc.body(), indent=2), err=True)
         sys.exit(2)
+    finally:
+        rt.close()
+    snoozed = set(result.snoozed_kinds)
+    unchecked = not rt.store_available()
     if as_json:
-        click.echo(json.dumps(result.body, indent=2))
+        shown = [c for c in result.body["cards"] if _kind(c) not in snoozed]
+        click.echo(json.dumps({**result.body, "cards": shown}, indent=2))
+        if snoozed:
+            click.echo(f"left out (snoozed): {', '.join(sorted(snoozed))}", err=True)
+        if unchecked:
+            click.echo(SNOOZES_UNCHECKED, err=True)
         return
+    context = request.get("context") or {}
+    if title:
+        click.echo(f"Scenario: {title}")
+    click.echo(f"Service: {service_id} ({result.hook}), patient {context.get('patientId')}\n")
     cards = result.body["cards"]
     if not cards:
-        click.echo("No cards (the patient is out of scope or nothing applies).")
+        click.echo(
+            "No cards: no rule applies (the patient is out of scope, or nothing needs saying)."
+        )
     for card in cards:
         click.echo(f"[{card['indicator'].upper()}] {card['summary']}")
-        click.echo(f"  kind: {card['source']['topic']['code']}")
+        click.echo(f"  kind: {_kind(card)}")
+        if _kind(card) in snoozed:
+            click.echo(
+                "  SNOOZED: a clinician overrode this card for this patient within its snooze "
+                "period; the service would not show it now"
+            )
         for suggestion in card.get("suggestions", []):
             star = " (recommended)" if suggestion.get("isRecommended") else ""
             click.echo(f"  suggestion: {suggestion['label']}{star}")
         click.echo("")
+    if unchecked:
+        click.echo(SNOOZES_UNCHECKED)
+
+
+SNOOZES_UNCHECKED = "Snoozes not checked: the database could not be read."
+
+
+def _kind(card: dict[str, Any]) -> str:
+    return str(card["source"]["topic"]["code"])
+
+
+def _hook_request(
+    rt: Any, document: dict[str, Any], service: str | None, patient: str | None
+) -> tuple[str | None, str, dict[str, Any]]:
+    """(scenario title, service id, hook request) for a request, scenario or Bundle document."""
+    from cds_service.hooks import request_from_bundle
+
+    title = None
+    if isinstance(document.get("request"), dict):  # a scenario file wraps the request
+        title = document.get("title")
+        service = service or document.get("service")
+        document = document["request"]
+    if document.get("resourceType") == "Bundle":
+        spec = next(
+            (
+                s
+                for s in rt.knowledge.services
+                if service in (None, s.id) and s.hook == "patient-view"
+            ),
+            None,
+        )
+        if spec is None:
+            raise click.UsageError(
+                f"a Bundle is evaluated as patient-view; {service} does not answer it"
+            )
+        patient_id = patient or _first_patient(document)
+        return title, spec.id, request_from_bundle(spec, document, patient_id, str(uuid.uuid4()))
+    if service:
+        return title, service, document
+    hook = document.get("hook")
+    found = next((s.id for s in rt.knowledge.services if s.hook == hook), None)
+    if found is None:
+        raise click.UsageError(
+            f"no service answers the hook {hook!r}: give a hook request, a scenario file or a "
+            "patient Bundle (or --service)"
+        )
+    return title, found, document
 
 
 def _first_patient(bundle: dict[str, Any]) -> str:

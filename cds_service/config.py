@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,14 +88,30 @@ def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from `environ` (default os.environ); keyword overrides win (used by tests)."""
+# The variable that sets each field, for commands that read only some (`only=` below).
+ENV_VAR = {f.name: f"CDS_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name != "env"}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    only: Collection[str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from `environ` (default os.environ); keyword overrides win (used by tests).
+
+    `only` names the fields a command uses (e.g. `{"database_url"}` for `report`): the others keep
+    their defaults, unread and unchecked, so an offline command needs no serving secret.
+    """
     env_vars = dict(os.environ if environ is None else environ)
     profile = env_vars.get("CDS_ENV", "production")
     if profile not in {"production", "development"}:
         raise ConfigError(f"CDS_ENV must be production or development, not {profile!r}")
     if profile == "development":
         env_vars = {**DEVELOPMENT_DEFAULTS, **env_vars}
+    if only is not None:
+        used = {ENV_VAR[name] for name in only}
+        env_vars = {k: v for k, v in env_vars.items() if k in used}
 
     values: dict[str, Any] = {"env": profile}
     if "CDS_DATABASE_URL" in env_vars:
@@ -148,18 +164,21 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     settings = dataclasses.replace(Settings(), **{**values, **overrides})
     if settings.auth not in {"jwt", "off"}:
         raise ConfigError(f"CDS_AUTH must be jwt or off, not {settings.auth!r}")
-    if not settings.patient_hash_key:
-        raise ConfigError(
+    checked = set(only) if only is not None else {"patient_hash_key", "auth"}
+    # Every missing setting at once, so one failed start tells the operator everything to set.
+    missing = []
+    if "patient_hash_key" in checked and not settings.patient_hash_key:
+        missing.append(
             "CDS_PATIENT_HASH_KEY must be set: the secret that turns patient ids into the keyed hashes "
             "stored with issued cards (the same value on every replica)"
         )
-    if settings.auth == "jwt":
+    if "auth" in checked and settings.auth == "jwt":
         # The JWT audience must come from configuration: building it from the Host header would let
         # a token minted for another service be accepted here.
         if not settings.public_base_url:
-            raise ConfigError("CDS_AUTH=jwt needs CDS_PUBLIC_BASE_URL (the URL clients call)")
+            missing.append("CDS_AUTH=jwt needs CDS_PUBLIC_BASE_URL (the URL clients call)")
         if not settings.trusted_issuers:
-            raise ConfigError(
-                "CDS_AUTH=jwt needs CDS_TRUSTED_ISSUERS (a trusted-issuers JSON file)"
-            )
+            missing.append("CDS_AUTH=jwt needs CDS_TRUSTED_ISSUERS (a trusted-issuers JSON file)")
+    if missing:
+        raise ConfigError("; ".join(missing))
     return settings

@@ -33,10 +33,17 @@ class HookResult:
     body: dict[str, Any]
     hook: str
     card_kinds: tuple[str, ...]
+    # Kinds a clinician's recent override snoozes for this patient: left out of the cards, or,
+    # with hold_snoozed=False (`cds-service evaluate`), shown and named here.
+    snoozed_kinds: tuple[str, ...] = ()
 
 
-def call_service(runtime: Runtime, service_id: str, body: Any) -> HookResult:
-    """Answer one POST /cds-services/{id}; raises a CdsError for anything the caller must fix."""
+def call_service(
+    runtime: Runtime, service_id: str, body: Any, *, hold_snoozed: bool = True
+) -> HookResult:
+    """Answer one POST /cds-services/{id}; raises a CdsError for anything the caller must fix.
+
+    `hold_snoozed=False` keeps snoozed cards in the response (for reviewing what the rules find)."""
     specs = runtime.services_with_id(service_id)
     if not specs:
         raise UnknownService(f"no CDS service with id '{service_id}'")
@@ -80,7 +87,9 @@ def call_service(runtime: Runtime, service_id: str, body: Any) -> HookResult:
     now = runtime.clock.now()
     findings = RULES[spec.rules](Evaluation(hook, context, record, runtime.knowledge, now))
     patient = patient_hash(settings.patient_hash_key or "", context["patientId"])
-    findings = _without_snoozed(runtime, spec.id, patient, findings, now)
+    held = _snoozed(runtime, spec.id, patient, findings, now)
+    if hold_snoozed:
+        findings = [f for f in findings if not any(f is h for h in held)]
     cards = render_cards(findings, runtime.knowledge, runtime.clock, context["patientId"])
     _record(runtime, spec.id, patient, findings, cards, now)
     response: dict[str, Any] = {"cards": [card for card, _ in cards]}
@@ -88,7 +97,7 @@ def call_service(runtime: Runtime, service_id: str, body: Any) -> HookResult:
         problems = validate(response, "response")
         if problems:  # a bug of ours, not the caller's: fail loudly in development
             raise AssertionError(f"invalid response: {problems}")
-    return HookResult(response, hook, tuple(f.kind for f in findings))
+    return HookResult(response, hook, tuple(f.kind for f in findings), tuple(f.kind for f in held))
 
 
 def _check_selections(context: dict[str, Any]) -> None:
@@ -105,30 +114,27 @@ def _check_selections(context: dict[str, Any]) -> None:
         )
 
 
-def _without_snoozed(
+def _snoozed(
     runtime: Runtime, service_id: str, patient: str, findings: list[Finding], now: datetime
 ) -> list[Finding]:
-    """Findings minus those a clinician overrode for this patient within the snooze period.
+    """The findings a clinician overrode for this patient within the snooze period.
 
     Fail-open: when the database is down, nothing is snoozed (cards may repeat) rather than the
     call failing or cards silently going missing.
     """
     if not findings or not runtime.store_available():
-        return findings
+        return []
     try:
         if not runtime.overridden.may_include(patient):
-            return findings  # no clinician has overridden a card for this patient
+            return []  # no clinician has overridden a card for this patient
         overrides = overrides_for(runtime.settings.database_url, patient)
     except StoreUnavailable:
         runtime.store_failed("snooze lookup")
-        return findings
-    kept = []
-    for finding in findings:
-        if snoozed(finding, runtime.knowledge, overrides, now):
-            inc(SNOOZED, service_id, finding.kind)
-        else:
-            kept.append(finding)
-    return kept
+        return []
+    held = [f for f in findings if snoozed(f, runtime.knowledge, overrides, now)]
+    for finding in held:
+        inc(SNOOZED, service_id, finding.kind)
+    return held
 
 
 def _record(

@@ -30,6 +30,14 @@
 // (MemoryRepository returns none), a minimal CapabilityStatement at /metadata, HTTP status codes,
 // Location/ETag headers, and application/fhir+json responses.
 //
+// CORS, so a browser app on another origin (the public CDS Hooks sandbox at
+// https://sandbox.cds-hooks.org, or one served locally) can read it: every response carries
+// Access-Control-Allow-Origin: * (no cookies are used, so no credentials mode). An OPTIONS
+// preflight is answered 204 with the methods and the request headers asked for, and, when the
+// browser asks (Chrome's Private Network Access: a public page calling a loopback/private
+// address sends Access-Control-Request-Private-Network: true), with
+// Access-Control-Allow-Private-Network: true. Safe only because this server is a local test aid.
+//
 // TEST AIDS (not FHIR, not for production):
 //   GET  /__requests  JSON list of the last N requests to /fhir/R4, oldest first, each
 //                     {method, path, query, authorization}: query is the raw query string
@@ -262,6 +270,36 @@ function parseBody(text, contentType) {
   }
 }
 
+// Headers a FHIR client script may read from responses (the browser hides the rest).
+const EXPOSED_HEADERS = 'Location, ETag, Last-Modified, Content-Location';
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
+
+/** Sets the CORS headers every response carries. */
+function allowCrossOrigin(res) {
+  res.setHeader('Access-Control-Allow-Origin', '*');
+  res.setHeader('Access-Control-Expose-Headers', EXPOSED_HEADERS);
+}
+
+/** Answers a CORS preflight (OPTIONS with Access-Control-Request-Method). */
+function answerPreflight(req, res) {
+  const headers = {
+    'Access-Control-Allow-Methods': ALLOWED_METHODS,
+    'Access-Control-Max-Age': '600',
+    // The preflight's answer depends on these request headers: caches must key on them.
+    Vary: 'Origin, Access-Control-Request-Headers, Access-Control-Request-Private-Network',
+    'Content-Length': '0',
+  };
+  const requested = req.headers['access-control-request-headers'];
+  if (requested) {
+    // A wildcard does not cover Authorization, which the sandbox may send: name what was asked.
+    headers['Access-Control-Allow-Headers'] = requested;
+  }
+  if ((req.headers['access-control-request-private-network'] ?? '').toLowerCase() === 'true') {
+    headers['Access-Control-Allow-Private-Network'] = 'true';
+  }
+  res.writeHead(204, headers).end();
+}
+
 function send(res, status, body, headers = {}) {
   const payload = body === undefined ? '' : JSON.stringify(body);
   res.writeHead(status, {
@@ -420,6 +458,11 @@ function createServer({ repo, router, defaultCount, requestLogSize, listening })
 
   return http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    allowCrossOrigin(res);
+    if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
+      answerPreflight(req, res);
+      return;
+    }
     (async () => {
       if (url.pathname === '/__requests' && req.method === 'GET') {
         sendJson(res, 200, requestLog);

@@ -23,6 +23,9 @@ from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.protocol.schemas import validate
 from cds_service.store import engine_for
 
+# Fails the run when a test reads outside the repository (a fresh clone has nothing beside it).
+pytest_plugins = ["tests.support.outside_reads"]
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 # Every test runs "today" at this instant, so look-back windows and ages are reproducible.

@@ -3,6 +3,15 @@
 Each scenario's patient is loaded into the server; calling the service with no prefetch and
 `fhirServer` pointing at it must give the same cards as calling it with the full prefetch. The server
 pages every search two entries at a time, so the `next`-link path is exercised too.
+
+Deadlines: these tests check what is fetched and what it gives, not how fast. The production
+defaults (3 s per FHIR request, 5 s per call) are for a hospital's FHIR server; this one is a Node
+process on a shared 2-core machine, holding every scenario's patient and searched by scanning them
+all, two entries a page. Under load from other processes one search took over 3 s and the call
+answered 412 (scenario 35, a single seen failure), so the outcome depended on the machine. The app
+here gets explicit, generous deadlines, and the server is warmed before the first test (Node compiles
+Medplum's search code on first use). Deadline behaviour itself is tested in tests/fhir/test_client.py
+against a server that delays on demand.
 """
 
 from __future__ import annotations
@@ -13,15 +22,33 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response
+from cds_service.config import Settings
+from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response, make_settings, release
 from tests.support.fhir_server import LocalFhirServer, requests_seen, reset_requests
 
 pytestmark = pytest.mark.fhir_server
 
 TOKEN = "fallback-test-token-8c1f"
+# Seconds: far above the slowest search seen under load, still a bound (a hung server fails the test).
+REQUEST_TIMEOUT = 30.0
+CALL_DEADLINE = 60.0
+# The resource types the patient-view service searches (warmed once before the tests).
+SEARCHED_TYPES = ("Condition", "Observation", "MedicationRequest", "DiagnosticReport", "Procedure")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    """Development settings with this module's explicit FHIR deadlines (see the module docstring)."""
+    settings = make_settings(
+        tmp_path, fhir_timeout_seconds=REQUEST_TIMEOUT, fhir_deadline_seconds=CALL_DEADLINE
+    )
+    yield settings
+    release(settings.database_url)
 
 
 def scenarios() -> list[Path]:
@@ -69,7 +96,17 @@ def fhir_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with LocalFhirServer(
         [FIXTURES / "fhir", seed_dir], extra_args=["--default-count", "2"]
     ) as base:
+        warm(base)
         yield base
+
+
+def warm(base: str) -> None:
+    """One search per searched type, so the first test does not pay for Node's first-use compiling."""
+    with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT) as http:
+        http.get("Patient/example-stroke-cramps").raise_for_status()
+        for resource_type in SEARCHED_TYPES:
+            http.get(resource_type, params={"patient": "example-stroke-cramps"}).raise_for_status()
+    reset_requests(base)
 
 
 def comparable(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -199,3 +236,11 @@ def test_partial_prefetch_fetches_only_what_is_missing(client: FlaskClient, fhir
     fetched_types = {r["path"].rsplit("/", 1)[-1] for r in requests_seen(fhir_base)}
     assert "Patient" not in " ".join(fetched_types) and "MedicationRequest" not in fetched_types
     assert {"Condition", "Observation", "DiagnosticReport", "Procedure"} <= fetched_types
+
+
+def test_the_app_runs_with_this_modules_deadlines(app: Flask) -> None:
+    settings = app.extensions["cds_runtime"].settings
+    assert (settings.fhir_timeout_seconds, settings.fhir_deadline_seconds) == (
+        REQUEST_TIMEOUT,
+        CALL_DEADLINE,
+    )

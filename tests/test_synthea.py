@@ -14,7 +14,7 @@ from flask import Flask
 from cds_service.hooks import call_service, request_from_bundle
 from tests.conftest import ROOT, SERVICE_ID, assert_valid_response
 
-SYNTHEA = sorted((ROOT.parent / "shared" / "data" / "synthea").glob("*.json"))
+SYNTHEA = sorted((ROOT / "fixtures" / "synthea").glob("*.json"))
 STROKE = "230690007"
 
 
@@ -40,7 +40,7 @@ def has_stroke(document: dict[str, Any]) -> bool:
 
 
 def with_cramps(document: dict[str, Any]) -> dict[str, Any]:
-    """The bundle plus an active leg-cramp Condition (added here, never in the shared files)."""
+    """The bundle plus an active leg-cramp Condition (added here, never in the fixture files)."""
     patient = patient_of(document)
     augmented = copy.deepcopy(document)
     augmented["entry"].append(

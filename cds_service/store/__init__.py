@@ -81,15 +81,22 @@ def ping(url: str) -> tuple[bool, str]:
     return True, engine.dialect.name
 
 
-def migrate(url: str) -> None:
-    """Bring the database schema to the newest Alembic revision; StoreUnavailable if unreachable."""
+def migrate(url: str) -> int:
+    """Bring the database schema to the newest Alembic revision and return how many migrations
+    that applied (0: it was up to date); StoreUnavailable if unreachable."""
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    config.attributes["engine"] = engine_for(url)
+    engine = config.attributes["engine"] = engine_for(url)
     try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_heads()
+        pending = list(ScriptDirectory.from_config(config).iterate_revisions("heads", current))
         command.upgrade(config, "head")
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None
+    return len(pending)

@@ -177,3 +177,47 @@ def test_missing_node_modules_is_a_clear_error(tmp_path: Path) -> None:
     server = LocalFhirServer([], server_dir=tmp_path)
     with pytest.raises(FhirServerError, match="make test"):
         server.start()
+
+
+SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+
+
+def test_cors_preflight_with_private_network_access(client: httpx.Client) -> None:
+    # What Chrome sends before the public sandbox (an https page) reads a loopback FHIR server
+    # with an Authorization header: a CORS preflight that also asks for private network access.
+    response = client.options(
+        "Patient/pt-1",
+        headers={
+            "Origin": SANDBOX_ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization,accept",
+            "Access-Control-Request-Private-Network": "true",
+        },
+    )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "GET" in response.headers["access-control-allow-methods"].split(", ")
+    allowed = {
+        h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")
+    }
+    assert {"authorization", "accept"} <= allowed
+    assert response.headers["access-control-allow-private-network"] == "true"
+    assert response.content == b""
+
+
+def test_cors_preflight_without_private_network_request(client: httpx.Client) -> None:
+    response = client.options(
+        "metadata",
+        headers={"Origin": SANDBOX_ORIGIN, "Access-Control-Request-Method": "GET"},
+    )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-private-network" not in response.headers
+
+
+def test_cross_origin_reads_carry_cors_headers(client: httpx.Client) -> None:
+    for path, status in [("metadata", 200), ("Patient/pt-1", 200), ("Patient/nope", 404)]:
+        response = client.get(path, headers={"Origin": SANDBOX_ORIGIN})
+        assert response.status_code == status
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert "ETag" in response.headers["access-control-expose-headers"]
