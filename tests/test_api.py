@@ -312,7 +312,7 @@ def test_unexpected_errors_are_500_without_details(
     assert "Jane" not in json.dumps(outcome)
 
 
-ORDER_SERVICE = "leg-cramps-order-review"
+ORDER_SERVICES = {"order-select": "leg-cramps-order-select", "order-sign": "leg-cramps-order-sign"}
 
 
 def order_body(hook: str) -> dict[str, Any]:
@@ -335,15 +335,19 @@ def order_body(hook: str) -> dict[str, Any]:
     return body
 
 
-def test_one_service_id_serves_two_hooks_and_dispatches_on_hook(client: FlaskClient) -> None:
+def test_each_service_id_names_one_hook(client: FlaskClient) -> None:
+    """A service's URL is /cds-services/{id}: one id per hook, so clients that keep services by URL
+    (the CDS Hooks sandbox) see both order reviews."""
     services = client.get("/cds-services").get_json()["services"]
-    hooks = sorted(s["hook"] for s in services if s["id"] == ORDER_SERVICE)
-    assert hooks == ["order-select", "order-sign"]
-    for hook in hooks:
-        response = client.post(f"/cds-services/{ORDER_SERVICE}", json=order_body(hook))
+    ids = [s["id"] for s in services]
+    assert len(ids) == len(set(ids))
+    assert {s["hook"]: s["id"] for s in services if s["hook"] != "patient-view"} == ORDER_SERVICES
+    for hook, service in ORDER_SERVICES.items():
+        response = client.post(f"/cds-services/{service}", json=order_body(hook))
         assert response.status_code == 200, response.get_data(as_text=True)
         kinds = sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
         assert kinds == ["beers-muscle-relaxant", "carisoprodol-schedule-iv"]  # the patient is 76
-    wrong = client.post(f"/cds-services/{ORDER_SERVICE}", json=request_body())
-    outcome = assert_outcome(wrong, 400)
-    assert "order-select, order-sign" in outcome["issue"][0]["diagnostics"]
+        other = "order-sign" if hook == "order-select" else "order-select"
+        wrong = client.post(f"/cds-services/{service}", json=order_body(other))
+        outcome = assert_outcome(wrong, 400)
+        assert f"supports: {hook}" in outcome["issue"][0]["diagnostics"]

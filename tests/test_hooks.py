@@ -26,7 +26,7 @@ def test_a_selection_not_among_the_draft_orders_is_refused_before_any_fetch(
     app: Flask, httpserver: HTTPServer
 ) -> None:
     request = without_prefetch(httpserver, ["MedicationRequest/not-a-draft"])
-    response = app.test_client().post("/cds-services/leg-cramps-order-review", json=request)
+    response = app.test_client().post("/cds-services/leg-cramps-order-select", json=request)
 
     assert response.status_code == 400
     issues = response.get_json()["issue"]
@@ -42,5 +42,5 @@ def test_a_valid_selection_does_fetch_what_was_not_prefetched(
     request = without_prefetch(
         httpserver, list(json.loads(ORDER_SELECT.read_text())["request"]["context"]["selections"])
     )
-    app.test_client().post("/cds-services/leg-cramps-order-review", json=request)
+    app.test_client().post("/cds-services/leg-cramps-order-select", json=request)
     assert httpserver.log != []

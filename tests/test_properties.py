@@ -23,7 +23,7 @@ from tests.conftest import SERVICE_ID
 from tests.support.builders import searchset
 
 URL = f"/cds-services/{SERVICE_ID}"
-ORDER_URL = "/cds-services/leg-cramps-order-review"  # answers order-select and order-sign
+ORDER_URL = "/cds-services/leg-cramps-{}"  # leg-cramps-order-select, leg-cramps-order-sign
 PATIENT = "pt-1"
 ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 SCT = "http://snomed.info/sct"
@@ -552,7 +552,7 @@ def test_the_order_baseline_raises_cards(client: FlaskClient) -> None:
     for hook in ("order-select", "order-sign"):
         draft = {**DRAFT, "status": "draft"}
         body = order_request(hook, [draft], ["MedicationRequest/d-1"])
-        answer = check_answer(post_json(client, body, ORDER_URL))
+        answer = check_answer(post_json(client, body, ORDER_URL.format(hook)))
         assert answer["cards"], hook
 
 
@@ -578,7 +578,7 @@ def junk_order_requests(draw: st.DrawFn) -> Any:
 @PROPERTY_SETTINGS
 @given(body=junk_order_requests())
 def test_junk_draft_orders_never_crash(client: FlaskClient, body: Any) -> None:
-    check_answer(post_json(client, body, ORDER_URL))
+    check_answer(post_json(client, body, ORDER_URL.format(body["hook"])))
 
 
 # --- crashes these properties found, kept as explicit regressions --------------------------------

@@ -299,9 +299,11 @@ def load_knowledge(directory: Path) -> Knowledge:
         )
         for s in docs["services"]["services"]
     )
-    pairs = [(s.id, s.hook) for s in services]
-    if len(set(pairs)) != len(pairs):
-        problems.append("services.yaml: an (id, hook) pair is listed twice")
+    # A service id is the {id} of its URL: one id for two hooks makes that URL ambiguous, and
+    # clients that keep services by URL (the CDS Hooks sandbox) lose one of them.
+    ids = [s.id for s in services]
+    for twice in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"services.yaml: service id '{twice}' is listed more than once")
 
     if problems:
         raise KnowledgeError(problems)

@@ -89,9 +89,9 @@ BREAKAGES = [
     ),
     (
         "services.yaml",
-        "    hook: order-sign",
-        "    hook: order-select",
-        "services.yaml: an (id, hook) pair is listed twice",
+        "  - id: leg-cramps-order-sign",
+        "  - id: leg-cramps-order-select",
+        "services.yaml: service id 'leg-cramps-order-select' is listed more than once",
     ),
     (
         "valuesets/eeg.yaml",
