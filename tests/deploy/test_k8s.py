@@ -155,15 +155,22 @@ def test_every_container_is_non_root_read_only_and_bounded() -> None:
             assert set(container["resources"][kind]) == {"cpu", "memory"}
 
 
+def image_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's runtime stage (its last `ENV` instruction)."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    (last,) = [line for line in text.splitlines() if line.startswith("ENV ")][-1:]
+    return dict(pair.split("=", 1) for pair in last.split()[1:])
+
+
 def test_writable_directories_are_mounted() -> None:
-    """On a read-only root, whatever the server writes must be an emptyDir mount."""
-    pod, container = containers([one(render_base(), "Deployment")])[0]
-    env = {item["name"]: item["value"] for item in container["env"]}
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
-    for variable in ("XDG_RUNTIME_DIR", "PROMETHEUS_MULTIPROC_DIR"):
-        assert mounts.get(env[variable]) in empty_dirs, variable
-    assert mounts.get("/tmp") in empty_dirs  # gunicorn's worker heartbeat files
+    """On a read-only root, each place the image writes (its ENV, the pod's env) is an emptyDir."""
+    for pod, container in containers(render_base()):
+        env = {**image_env(), **{e["name"]: e["value"] for e in container.get("env", [])}}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for variable in ("XDG_RUNTIME_DIR", "PROMETHEUS_MULTIPROC_DIR"):
+            assert mounts.get(env[variable]) in empty_dirs, (container["name"], variable)
+        assert mounts.get("/tmp") in empty_dirs  # gunicorn's worker heartbeat files
 
 
 def test_selectors_match_the_pods() -> None:
