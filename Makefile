@@ -70,3 +70,30 @@ clean: clean-native
 clean-native:
 	rm -rf build cds_service/native-build.json $(VENV)/.native
 	find cds_service -name '*.so' -delete
+
+# --- Release artifacts (deploy/README.md): lock files, image, SBOM, audit. Not part of `make test`.
+.PHONY: lock image image-test audit
+IMAGE ?= leg-cramps-cds:latest
+PIP_COMPILE = $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --no-header
+
+## make lock: re-pin the runtime (requirements.lock) and image-build (deploy/requirements-build.lock)
+## dependencies, every file with its sha256; commit both
+lock: | $(BIN)/python
+	@$(BIN)/python -c "import piptools" 2>/dev/null || $(BIN)/pip install --quiet 'pip-tools==7.7.0'
+	$(PIP_COMPILE) --upgrade -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --upgrade -o deploy/requirements-build.lock deploy/requirements-build.in
+
+## make image: the production image from the locked wheels, and its SBOM in build/sbom.cdx.json
+## (BASE_IMAGE=... to change the base image; docker or podman)
+image:
+	deploy/build-image.sh $(IMAGE)
+
+## make image-test: build the image, run it as deployed and check it (tests/deploy/test_image.py)
+image-test: $(VENV)/.installed-test
+	CDS_IMAGE_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/deploy/test_image.py
+
+## make audit: known vulnerabilities in requirements.lock (needs PyPI's JSON API, pypi.org/pypi/...)
+audit: | $(BIN)/python
+	@$(BIN)/python -c "import pip_audit" 2>/dev/null || $(BIN)/pip install --quiet 'pip-audit==2.10.1'
+	$(BIN)/pip-audit --strict --require-hashes --disable-pip -r requirements.lock
