@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from cds_service.knowledge import Knowledge
 from cds_service.rules.base import Finding
-from cds_service.store.cards import evidence_hash, first_evidence_hash
+from cds_service.store.cards import evidence_hash
 
 
 def fingerprint(finding: Finding) -> str:
@@ -25,11 +25,5 @@ def snoozed(
     days = knowledge.cards[finding.kind]["snooze_days"]
     if not days or not overrides:  # the usual case: no hash to work out
         return False
-    kind = finding.kind
-    # An override of a card issued before the current fingerprint form carries the first one.
-    times = (
-        overrides.get((kind, fingerprint(finding))),
-        overrides.get((kind, first_evidence_hash(kind, finding.facts, finding.evidence))),
-    )
-    overridden_at = max((t for t in times if t is not None), default=None)
+    overridden_at = overrides.get((finding.kind, fingerprint(finding)))
     return overridden_at is not None and now < overridden_at + timedelta(days=days)

@@ -128,8 +128,6 @@ def _record(
     now: datetime,
 ) -> None:
     """Queue the issued cards for recording (feedback attribution, snoozing); fail-open like snoozing."""
-    if runtime.in_dry_run:
-        return
     for card, _ in cards:
         inc(CARDS, service_id, card["source"]["topic"]["code"], card["indicator"])
     if not cards or not runtime.store_available():
