@@ -47,7 +47,12 @@ def read_json() -> Any:
     limit = request.max_content_length
     # werkzeug cuts a chunked body at the limit without saying so: is there more of it?
     chunked = request.content_length is None
-    if chunked and limit is not None and len(raw) >= limit and request.environ["wsgi.input"].read(1):
+    if (
+        chunked
+        and limit is not None
+        and len(raw) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
         raise RequestEntityTooLarge()
     try:
         document = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
