@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
@@ -20,9 +19,6 @@ from cds_service.store import ping
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger("cds_service.access")
-
-# A \uD800-\uDFFF escape: valid JSON only as half of a surrogate pair (see read_json).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def runtime() -> Runtime:
@@ -55,31 +51,24 @@ def read_json() -> Any:
     ):
         raise RequestEntityTooLarge()
     try:
-        document = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-        if _SURROGATE_ESCAPE.search(raw):
-            # Python reads a lone surrogate escape into a str no encoder can write: refuse it here.
-            json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except RecursionError:
+        # orjson: strict RFC 8259 (no NaN or Infinity, valid UTF-8 and no lone surrogates), and it
+        # halves the parse, ~8% of a call's CPU with JWTs on (bench/README.md).
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in exc.msg or "depth" in exc.msg:  # orjson stops at 1,024 levels
+            raise InvalidRequest(
+                "the request body is nested too deeply",
+                [
+                    Issue(
+                        "too-costly", "the request body's JSON is nested too deeply to be read", "$"
+                    )
+                ],
+            ) from None
+        where = f"line {exc.lineno} column {exc.colno}"
         raise InvalidRequest(
-            "the request body is nested too deeply",
-            [Issue("too-costly", "the request body's JSON is nested too deeply to be read", "$")],
+            "the request body is not valid JSON",
+            [Issue("structure", f"the request body is not valid JSON at {where}: {exc.msg}", "$")],
         ) from None
-    except json.JSONDecodeError as exc:
-        raise _not_json(f"at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except ValueError as exc:  # not UTF-8, a lone surrogate, NaN/Infinity, a 4,300-digit integer
-        raise _not_json(type(exc).__name__) from None
-    return document
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _not_json(detail: str) -> InvalidRequest:
-    return InvalidRequest(
-        "the request body is not valid JSON",
-        [Issue("structure", f"the request body is not valid JSON ({detail})", "$")],
-    )
 
 
 @bp.get("/cds-services")
