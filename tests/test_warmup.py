@@ -8,7 +8,8 @@ from cds_service.protocol import schemas
 
 
 def test_warm_up_builds_the_schema_validators_and_the_unit_registry() -> None:
-    units._registry.cache_clear()
+    for cached in (units._registry, units._parse, units._conversion):
+        cached.cache_clear()  # conversions made by earlier tests would not need the registry
     schemas._validator.cache_clear()
     warm_up()
     assert units._registry.cache_info().currsize == 1
