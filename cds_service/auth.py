@@ -2,17 +2,19 @@
 
 A request is accepted only with `Authorization: Bearer <JWT>` where: the header names an asymmetric
 algorithm we accept (never `none`, never HMAC), `typ` JWT and a `kid`; `iss` is a trusted issuer;
-the key is that issuer's, from its static JWK Set or from a `jku` allowlisted for it (fetched with a
-TTL cache and refetched once on an unknown `kid`); the signature verifies; `aud` is the URL the client
+the key is that issuer's: from its static JWK Set when that holds the `kid` (whatever `jku` the
+header names), otherwise from a `jku` allowlisted for it (fetched with a TTL cache and refetched on
+an unknown `kid` at most once a minute); the signature verifies; `aud` is the URL the client
 called; `exp`, `iat` and `nbf` hold within the allowed clock skew; the token lives at most an hour;
-and its `jti` has not been seen before (shared through the database across workers and replicas).
-Any failure is a bare 401; the reason goes to the log, the token never does.
+and its `jti` has not been seen before (one INSERT in the database shared by every worker and
+replica). Any failure is a bare 401; the reason goes to the log, the token never does.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -96,6 +98,9 @@ class JwksCache:
 
     http: httpx.Client
     ttl_seconds: float = 3600.0
+    # An unknown `kid` refetches the set (keys rotate), but not more often than this: tokens with
+    # made-up kids must not turn into a stream of fetches.
+    min_refetch_seconds: float = 60.0
     _entries: dict[str, tuple[float, PyJWKSet]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -103,7 +108,8 @@ class JwksCache:
         """The JWK Set at `url`, from cache unless stale or `refresh`; raises Unauthorized on failure."""
         with self._lock:
             cached = self._entries.get(url)
-        if cached and not refresh and time.monotonic() - cached[0] < self.ttl_seconds:
+        age = time.monotonic() - cached[0] if cached else math.inf
+        if cached and age < self.ttl_seconds and (not refresh or age < self.min_refetch_seconds):
             return cached[1]
         try:
             response = self.http.get(url, timeout=3.0, headers={"Accept": "application/json"})
@@ -134,10 +140,10 @@ class Verifier:
             raise _reject("no bearer token")
         token = authorization.removeprefix("Bearer ").strip()
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            unverified = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise _reject("malformed token") from None
+        header, payload = unverified["header"], unverified["payload"]
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise _reject(f"algorithm {alg!r} is not accepted")
@@ -146,7 +152,7 @@ class Verifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _reject("no kid")
-        issuer = self.issuers.get(str(unverified.get("iss")))
+        issuer = self.issuers.get(str(payload.get("iss")))
         if issuer is None:
             raise _reject("untrusted issuer")
         key = self._key(issuer, header, kid)
@@ -181,25 +187,21 @@ class Verifier:
         return claims
 
     def _key(self, issuer: TrustedIssuer, header: dict[str, Any], kid: str) -> PyJWK:
+        # The trust file's keys decide for every kid they hold: a jku in the header cannot
+        # replace them, and a deployment without internet access still verifies its clients.
+        found = _find(issuer.jwks, kid)
+        if found is not None:
+            return found
         jku = header.get("jku")
-        if jku is not None:
-            if jku not in issuer.jku:
-                raise _reject("jku is not allowlisted for this issuer")
-            found = _find(self.jwks_cache.keys(jku), kid)
-            if found is None:  # keys may have rotated: refetch once
-                found = _find(self.jwks_cache.keys(jku, refresh=True), kid)
-        else:
-            found = _find(issuer.jwks, kid) if issuer.jwks else None
-            if found is None:
-                for url in issuer.jku:
-                    found = _find(self.jwks_cache.keys(url), kid) or _find(
-                        self.jwks_cache.keys(url, refresh=True), kid
-                    )
-                    if found:
-                        break
-        if found is None:
-            raise _reject("unknown kid")
-        return found
+        if jku is not None and jku not in issuer.jku:
+            raise _reject("jku is not allowlisted for this issuer")
+        for url in issuer.jku if jku is None else (jku,):
+            found = _find(self.jwks_cache.keys(url), kid) or _find(
+                self.jwks_cache.keys(url, refresh=True), kid
+            )
+            if found is not None:
+                return found
+        raise _reject("unknown kid")
 
     def _check_replay(self, iss: str, jti: str, expires: datetime, now: datetime) -> None:
         key = token_hash(iss, jti)

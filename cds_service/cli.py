@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -14,16 +13,11 @@ from typing import Any
 
 import click
 
-from cds_service import native
 from cds_service.clock import Clock
 from cds_service.config import ConfigError, Settings, load_settings
 from cds_service.knowledge import KnowledgeError, load_knowledge
 
 log = logging.getLogger(__name__)
-
-
-# Allocations (net of frees) between young-generation collections in a served worker; see serve().
-GC_THRESHOLD = 10_000
 
 
 @click.group()
@@ -42,13 +36,15 @@ def main() -> None:
 )
 def run(host: str, port: int) -> None:
     """Run the development server (CDS_ENV=development defaults: SQLite under ./var, no JWT)."""
-    from cds_service import create_app
+    from cds_service.app import create_app
 
     os.environ.setdefault("CDS_ENV", "development")
     app = _app_or_exit(create_app)
     click.echo(f"CDS Hooks discovery: http://{host}:{port}/cds-services", err=True)
-    click.echo(f"Code: {native.summary()}", err=True)
-    app.run(host=host, port=port, threaded=True)
+    try:
+        app.run(host=host, port=port, threaded=True)
+    finally:
+        app.extensions["cds_runtime"].close()
 
 
 @main.command()
@@ -92,35 +88,21 @@ def serve(
         raise click.UsageError("--certfile and --keyfile go together")
     from gunicorn.app.base import BaseApplication
 
-    from cds_service import create_app
-    from cds_service.clock import after_fork as clock_after_fork
+    from cds_service.app import create_app, warm_up
     from cds_service.store import dispose_engines
-    from cds_service.warmup import warm_request_threads, warm_worker
 
-    # The app is built once, in the master (failing fast on bad settings or knowledge), and the
-    # workers are forked from it: they start warm and share its memory copy-on-write.
+    # The app is built once, in the master (failing fast on bad settings or knowledge), and warmed
+    # up there; the workers are forked from it and share that memory copy-on-write.
     app = _app_or_exit(create_app)
+    warm_up()
 
     def post_fork(server: Any, worker: Any) -> None:
         # Database connections must not be shared across processes: each worker opens its own.
         dispose_engines()
-        # Nor the card-id generator's random state, copied from the master by the fork.
-        clock_after_fork()
-        # Then the worker runs its own first-use paths once (its database connection, the code
-        # pages of the libraries a call touches) before it takes traffic: steady from call one.
-        warm_worker(app)
 
-    def post_worker_init(worker: Any) -> None:
-        # The worker's request threads exist now (gthread's pool): each makes one typical call,
-        # all at once, so their stacks and allocator arenas are grown before traffic arrives.
-        pool = getattr(worker, "tpool", None)
-        if pool is not None:
-            try:
-                warm_request_threads(app, pool, worker.cfg.threads)
-            except Exception:  # a warm-up problem must not stop the worker from serving
-                log.exception("request-thread warm-up failed; serving anyway")
-
-    settle_heap()
+    def worker_exit(server: Any, worker: Any) -> None:
+        # A stopping worker (SIGTERM, restart, max requests) stores its queued issued-card records.
+        app.extensions["cds_runtime"].close()
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -132,7 +114,7 @@ def serve(
             self.cfg.set("accesslog", None)  # the app writes its own structured request log
             self.cfg.set("preload_app", True)
             self.cfg.set("post_fork", post_fork)
-            self.cfg.set("post_worker_init", post_worker_init)
+            self.cfg.set("worker_exit", worker_exit)
             if certfile and keyfile:
                 self.cfg.set("certfile", certfile)
                 self.cfg.set("keyfile", keyfile)
@@ -142,21 +124,7 @@ def serve(
 
     scheme = "https" if certfile else "http"
     click.echo(f"CDS Hooks discovery: {scheme}://{host}:{port}/cds-services", err=True)
-    click.echo(f"Code: {native.summary()}", err=True)
     Server().run()
-
-
-def settle_heap() -> None:
-    """Tune the garbage collector of a serving process, once the app is built and before forking."""
-    # Objects built so far (knowledge, unit registry, schemas) live as long as the process: keep
-    # them out of every later garbage collection, in the master and in each forked worker.
-    gc.collect()
-    gc.freeze()
-    # A hook call holds a few thousand parsed JSON containers at once and frees them (by reference
-    # counting) when it ends. At CPython's default young-generation threshold (700) nearly every
-    # call paid for a collection that walked its own live request data and found nothing; above a
-    # typical call's peak, cyclic garbage is still collected, just every few hundred calls.
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 @main.command()
@@ -328,7 +296,7 @@ def evaluate(
     rules find is shown; one that a clinician's recent override would snooze is marked, not hidden.
     Nothing is recorded in the database.
     """
-    from cds_service import create_app
+    from cds_service.app import create_app
     from cds_service.errors import CdsError
     from cds_service.hooks import call_service
 
@@ -352,8 +320,7 @@ def evaluate(
     rt = app.extensions["cds_runtime"]
     title, service_id, request = _hook_request(rt, document, service, patient)
     try:
-        with rt.dry_run():  # a review: no issued cards recorded, no metrics, no request log
-            result = call_service(rt, service_id, request, hold_snoozed=False)
+        result = call_service(rt, service_id, request, review=True)
     except CdsError as exc:
         click.echo(json.dumps(exc.body(), indent=2), err=True)
         sys.exit(2)

@@ -34,16 +34,17 @@ class HookResult:
     hook: str
     card_kinds: tuple[str, ...]
     # Kinds a clinician's recent override snoozes for this patient: left out of the cards, or,
-    # with hold_snoozed=False (`cds-service evaluate`), shown and named here.
+    # with review=True (`cds-service evaluate`), shown and named here.
     snoozed_kinds: tuple[str, ...] = ()
 
 
 def call_service(
-    runtime: Runtime, service_id: str, body: Any, *, hold_snoozed: bool = True
+    runtime: Runtime, service_id: str, body: Any, *, review: bool = False
 ) -> HookResult:
     """Answer one POST /cds-services/{id}; raises a CdsError for anything the caller must fix.
 
-    `hold_snoozed=False` keeps snoozed cards in the response (for reviewing what the rules find)."""
+    `review=True` (content review, not a clinician's call) keeps snoozed cards in the response and
+    records and counts nothing."""
     specs = runtime.services_with_id(service_id)
     if not specs:
         raise UnknownService(f"no CDS service with id '{service_id}'")
@@ -88,10 +89,13 @@ def call_service(
     findings = RULES[spec.rules](Evaluation(hook, context, record, runtime.knowledge, now))
     patient = patient_hash(settings.patient_hash_key or "", context["patientId"])
     held = _snoozed(runtime, spec.id, patient, findings, now)
-    if hold_snoozed:
+    if not review:
         findings = [f for f in findings if not any(f is h for h in held)]
+        for finding in held:
+            inc(SNOOZED, spec.id, finding.kind)
     cards = render_cards(findings, runtime.knowledge, runtime.clock, context["patientId"])
-    _record(runtime, spec.id, patient, findings, cards, now)
+    if not review:
+        _record(runtime, spec.id, patient, findings, cards, now)
     response: dict[str, Any] = {"cards": [card for card, _ in cards]}
     if settings.validate_responses:
         problems = validate(response, "response")
@@ -131,10 +135,7 @@ def _snoozed(
     except StoreUnavailable:
         runtime.store_failed("snooze lookup")
         return []
-    held = [f for f in findings if snoozed(f, runtime.knowledge, overrides, now)]
-    for finding in held:
-        inc(SNOOZED, service_id, finding.kind)
-    return held
+    return [f for f in findings if snoozed(f, runtime.knowledge, overrides, now)]
 
 
 def _record(
@@ -146,8 +147,6 @@ def _record(
     now: datetime,
 ) -> None:
     """Queue the issued cards for recording (feedback attribution, snoozing); fail-open like snoozing."""
-    if runtime.in_dry_run:
-        return
     for card, _ in cards:
         inc(CARDS, service_id, card["source"]["topic"]["code"], card["indicator"])
     if not cards or not runtime.store_available():

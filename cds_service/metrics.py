@@ -7,7 +7,6 @@ Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (an empty, writ
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,29 +40,15 @@ STORE_FAILURES = Counter(
 )
 
 
-# The labelled child of each metric and label set seen, looked up once rather than on every use.
-# Label values are bounded (routes, known service ids or "unknown", statuses, card kinds and
-# indicators from the knowledge base), and so is this map.
-_SERIES: dict[tuple[Any, tuple[str, ...]], Any] = {}
-
-
-def series(metric: Any, *labels: str) -> Any:
-    """The child of `metric` with these label values."""
-    found = _SERIES.get((metric, labels))
-    if found is None:
-        found = _SERIES[(metric, labels)] = metric.labels(*labels)
-    return found
-
-
 def count_request(endpoint: str, service: str, status: int, seconds: float) -> None:
     """Count one answered request and observe its latency."""
-    series(REQUESTS, endpoint, service, str(status)).inc()
-    series(LATENCY, endpoint, service).observe(seconds)
+    REQUESTS.labels(endpoint, service, str(status)).inc()
+    LATENCY.labels(endpoint, service).observe(seconds)
 
 
 def inc(counter: Counter, *labels: str) -> None:
     """Add one to the series of `counter` with these label values."""
-    series(counter, *labels).inc()
+    counter.labels(*labels).inc()
 
 
 def exposition() -> tuple[bytes, str]:

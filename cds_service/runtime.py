@@ -1,13 +1,10 @@
-"""The long-lived parts of a running service: settings, knowledge, clock, HTTP client, thread pool."""
+"""The long-lived parts of a worker: settings, knowledge, clock, HTTP client, verifier, card recorder."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -37,7 +34,6 @@ class Runtime:
     recorder: CardRecorder = field(init=False)
     overridden: OverriddenPatients = field(init=False)
     _store_retry_at: float = field(init=False, default=0.0)
-    _thread: threading.local = field(init=False, default_factory=threading.local)
     _services_by_id: dict[str, tuple[Service, ...]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,27 +68,12 @@ class Runtime:
         log.warning("database unavailable; continuing without it", extra={"reason": operation})
         self._store_retry_at = time.monotonic() + self.settings.store_retry_seconds
 
-    @contextmanager
-    def dry_run(self) -> Iterator[None]:
-        """Calls made by this thread inside the block (start-up warm-up calls) record no cards,
-        count in no metric and write no request log; set only by in-process code, never a request."""
-        self._thread.dry_run = True
-        try:
-            yield
-        finally:
-            self._thread.dry_run = False
-
-    @property
-    def in_dry_run(self) -> bool:
-        """Whether this thread is inside `dry_run()`."""
-        return bool(getattr(self._thread, "dry_run", False))
-
     def services_with_id(self, service_id: str) -> tuple[Service, ...]:
         """Every (id, hook) entry registered under `service_id`."""
         return self._services_by_id.get(service_id, ())
 
     def close(self) -> None:
-        """Store queued records, release the HTTP pool and threads."""
+        """Store queued records, release the HTTP pool and threads (at worker exit)."""
         self.recorder.close()
         self.http.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from cds_service import create_app
+from cds_service.app import create_app
 from cds_service.clock import fixed_clock
 from cds_service.config import Settings, load_settings
 from cds_service.knowledge import Knowledge, load_knowledge

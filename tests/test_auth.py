@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,7 +18,7 @@ from flask import Flask
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pytest_httpserver import HTTPServer
 
-from cds_service import create_app
+from cds_service.app import create_app
 from cds_service.auth import AuthConfigError, load_trusted_issuers
 from cds_service.clock import Clock
 from cds_service.config import ConfigError
@@ -254,6 +255,8 @@ def test_untrusted_jku_is_never_fetched(app: Flask, jwks_server: HTTPServer) -> 
 
 
 def test_unknown_kid_refetches_the_jwks_once(app: Flask, jwks_server: HTTPServer) -> None:
+    verifier = app.extensions["cds_runtime"].verifier
+    verifier.jwks_cache.min_refetch_seconds = 0  # the keys were fetched long enough ago
     good = token(
         "/cds-services",
         iss=JKU_ISS,
@@ -275,6 +278,62 @@ def test_unknown_kid_refetches_the_jwks_once(app: Flask, jwks_server: HTTPServer
     )
     assert call(app, "/cds-services", bad).status_code == 401
     assert len([r for r, _ in jwks_server.log if r.path == "/jwks.json"]) == fetches + 1
+
+
+def test_unknown_kids_do_not_refetch_within_a_minute(app: Flask, jwks_server: HTTPServer) -> None:
+    jku = jwks_server.url_for("/jwks.json")
+    good = token("/cds-services", iss=JKU_ISS, key=RSA_KEY, alg="RS384", kid="rsa-1", jku=jku)
+    assert call(app, "/cds-services", good).status_code == 200
+    for n in range(20):  # anyone can send these: no signature is checked before the key is found
+        made_up = token(
+            "/cds-services", iss=JKU_ISS, key=RSA_KEY, alg="RS384", kid=f"x{n}", jku=jku
+        )
+        assert call(app, "/cds-services", made_up).status_code == 401
+    assert len([r for r, _ in jwks_server.log if r.path == "/jwks.json"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("alg", "signer"), [("ES384", EC_KEY), ("RS384", RSA_KEY)], ids=["sandbox", "epic"]
+)
+def test_a_kid_in_the_trust_file_is_verified_with_its_key_whatever_jku_names(
+    tmp_path: Path, knowledge: Knowledge, httpserver: HTTPServer, alg: str, signer: Any
+) -> None:
+    # The issuer's jku would serve another key under the same kid: the file's key wins, and the
+    # jku is not fetched at all (a hospital network without internet access still verifies).
+    rogue = ROGUE_KEY if alg == "ES384" else rsa.generate_private_key(65537, 2048)
+    httpserver.expect_request("/keys.json").respond_with_json(
+        {"keys": [jwk(rogue.public_key(), "shared", alg)]}
+    )
+    jku = httpserver.url_for("/keys.json")
+    issuers = tmp_path / "issuers.json"
+    entry = {
+        "iss": JKU_ISS,
+        "jku": [jku],
+        "jwks": {"keys": [jwk(signer.public_key(), "shared", alg)]},
+    }
+    issuers.write_text(json.dumps({"issuers": [entry]}))
+    app = secured_app(tmp_path, issuers, knowledge)
+    path = f"/cds-services/{SERVICE_ID}"
+    good = token(path, iss=JKU_ISS, key=signer, alg=alg, kid="shared", jku=jku)
+    assert call(app, path, good).status_code == 200
+    forged = token(path, iss=JKU_ISS, key=rogue, alg=alg, kid="shared", jku=jku)
+    assert call(app, path, forged).status_code == 401
+    assert httpserver.log == []
+
+
+def test_the_shipped_trust_file_takes_the_sandbox_key_without_fetching_its_jku() -> None:
+    from cds_service.auth import JwksCache, Verifier
+
+    def offline(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("no internet here", request=request)
+
+    issuers = load_trusted_issuers(ROOT / "deploy" / "trusted-issuers.example.json")
+    sandbox = issuers["https://sandbox.cds-hooks.org"]
+    http = httpx.Client(transport=httpx.MockTransport(offline))
+    verifier = Verifier(issuers, BASE, "sqlite://", JwksCache(http))
+    kid = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
+    header = {"alg": "ES384", "typ": "JWT", "kid": kid, "jku": sandbox.jku[0]}
+    assert verifier._key(sandbox, header, kid).key_id == kid
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -1,64 +1,23 @@
-"""The `cds-service` command: process set-up, and the offline commands (serving: test_serve.py)."""
+"""The `cds-service` offline commands (serving: test_serve.py)."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
-import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
-from cds_service import create_app
-from cds_service.cli import GC_THRESHOLD, main, settle_heap
+from cds_service.app import create_app
+from cds_service.cli import main
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import Knowledge
 from cds_service.store import engine_for
 from cds_service.store.schema import issued_cards
 from tests.conftest import FIXTURES, NOW, ROOT, SERVICE_ID, make_settings, release
-
-
-class Node:
-    """An object that can sit in a reference cycle and be watched with a weak reference."""
-
-    def __init__(self) -> None:
-        self.other: Node | None = None
-
-
-@pytest.fixture
-def restored_gc() -> Iterator[None]:
-    thresholds = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
-
-
-@pytest.mark.usefixtures("restored_gc")
-def test_settle_heap_freezes_what_exists_and_raises_the_young_threshold() -> None:
-    settle_heap()
-    assert gc.get_freeze_count() > 0
-    assert gc.get_threshold()[0] == GC_THRESHOLD
-
-
-@pytest.mark.usefixtures("restored_gc")
-def test_cyclic_garbage_is_still_collected_without_an_explicit_collect() -> None:
-    settle_heap()
-    a, b = Node(), Node()
-    a.other, b.other = b, a
-    watch = weakref.ref(a)
-    del a, b
-    assert watch() is not None  # a cycle outlives its last outside reference...
-    churn = [
-        [] for _ in range(GC_THRESHOLD * 3)
-    ]  # ...until enough allocations trigger the collector
-    del churn
-    assert watch() is None
-
 
 # ---------------------------------------------------------------------------------------------
 # The offline commands: each reads only the settings it uses.

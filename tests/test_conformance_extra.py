@@ -24,7 +24,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cds_service import create_app
+from cds_service.app import create_app
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge, load_knowledge
 from tests.conftest import ROOT, SERVICE_ID, assert_valid_response, make_settings

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from cds_service import create_app
+from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge

@@ -15,10 +15,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pytest_httpserver import HTTPServer
 
-from cds_service import create_app
-from cds_service.api import REQUEST_LOG
+from cds_service.app import create_app
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import Knowledge
+from cds_service.logs import JsonFormatter
 from cds_service.rules import RULES
 from cds_service.urls import AllowedUrl
 from tests.conftest import NOW, SERVICE_ID, make_settings, release
@@ -141,14 +141,12 @@ class Logs:
 
     @property
     def stderr(self) -> str:
-        REQUEST_LOG.flush()  # request lines are logged in batches
         return self.output.getvalue()
 
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stderr.splitlines()]
 
     def records(self) -> list[logging.LogRecord]:
-        REQUEST_LOG.flush()
         # werkzeug's records are the fake FHIR server's own request log (it runs in this process).
         return [r for r in self.caplog.records if r.name != "werkzeug"]
 
@@ -179,10 +177,11 @@ def logs(debug_app: Flask, caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
     configure_logging binds its handler to the sys.stderr of the first app built in the process,
     which under pytest is an earlier test's capture, so capfd/capsys would not see its lines.
     """
-    REQUEST_LOG.flush()  # earlier tests' request lines, not this one's
     caplog.set_level(logging.DEBUG)  # the root logger: the service's and every library's records
     handlers = [
-        h for h in logging.getLogger("cds_service").handlers if getattr(h, "_cds_json", False)
+        h
+        for h in logging.getLogger("cds_service").handlers
+        if isinstance(h.formatter, JsonFormatter)
     ]
     assert len(handlers) == 1
     handler = handlers[0]

@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
@@ -72,10 +72,6 @@ def save_feedback(
         new = 0
         with engine.begin() as connection:
             _attribute(connection, rows)
-            if engine.dialect.name == "sqlite":
-                # Pooled connections may have relaxed durability for issued-card records: a
-                # feedback item answered with 200 must be on disk.
-                connection.execute(text("PRAGMA synchronous = FULL"))
             for row in rows:
                 new += len(connection.execute(statement, row).all())
     except STORE_ERRORS as exc:

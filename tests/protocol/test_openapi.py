@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from cds_service import create_app
+from cds_service.app import create_app
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import Knowledge
 from cds_service.protocol.openapi import _embed, build_openapi

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from cds_service import create_app
+from cds_service.app import create_app
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import load_knowledge
 from tests.conftest import NOW, ROOT, SERVICE_ID, make_settings, release
