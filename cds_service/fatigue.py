@@ -32,4 +32,5 @@ def snoozed(
         overrides.get((kind, first_evidence_hash(kind, finding.facts, finding.evidence))),
     )
     overridden_at = max((t for t in times if t is not None), default=None)
-    return overridden_at is not None and now < overridden_at + timedelta(days=days)
+    # A difference, not a sum: a stored time near year 9999 cannot overflow.
+    return overridden_at is not None and now - overridden_at < timedelta(days=days)
