@@ -196,10 +196,12 @@ class FhirClient:
         except UnsafeUrl as exc:
             raise FhirFetchError(f"a FHIR URL was not followed: {exc}") from None
         base, other = urlsplit(self.base_url), urlsplit(normal)
-        if (other.scheme, other.netloc) != (base.scheme, base.netloc) or check_fhir_server(
-            normal, self.allowlist
-        ):
+        root = base.path.rstrip("/")
+        under = other.path == root or other.path.startswith(root + "/")
+        if (other.scheme, other.netloc) != (base.scheme, base.netloc) or not under:
             raise FhirFetchError("a FHIR URL points outside the FHIR server; not followed")
+        if check_fhir_server(normal, self.allowlist):
+            raise FhirFetchError("a FHIR URL is not on the allowlist; not followed")
         return normal
 
     def _get(self, url: str, allow_missing: bool) -> dict[str, Any] | None:
