@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ FHIR_JSON = "application/fhir+json"
 # below the depth at which parsing or later processing would exhaust the interpreter's stack.
 MAX_JSON_DEPTH = 64
 _CHUNK = 64 * 1024
+ENCODINGS = frozenset({"identity", "gzip", "deflate"})  # what the client offers and reads
 
 
 class FhirFetchError(Exception):
@@ -206,7 +208,7 @@ class FhirClient:
 
     def _get(self, url: str, allow_missing: bool) -> dict[str, Any] | None:
         url = self._checked(url)
-        headers = {"Accept": FHIR_JSON}
+        headers = {"Accept": FHIR_JSON, "Accept-Encoding": "gzip, deflate"}
         if self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
         _deadline.at = self._deadline_at
@@ -258,23 +260,40 @@ class FhirClient:
         return body
 
     def _content(self, response: httpx.Response) -> bytes:
-        """The body, read while it stays within the call's byte budget and deadline."""
+        """The body, read while it stays within the call's byte budget and deadline.
+
+        Decompressed here rather than by httpx, whose decoder inflates each 64 kB read in full (about
+        64 MB for a gzip bomb) before anything could be counted; here no step inflates past the budget.
+        """
         too_big = FhirFetchError(
             f"the FHIR answers of this call are larger than {self.max_bytes} bytes; not read"
         )
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ENCODINGS:
+            raise FhirFetchError(f"the FHIR server sent a {encoding!r} body, which is not read")
+        # wbits 47: a gzip or a zlib header, whichever the server sent ("deflate" is zlib in HTTP).
+        inflater = zlib.decompressobj(wbits=47) if encoding != "identity" else None
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._budget[0]:
             raise too_big
         chunks = []
-        for chunk in response.iter_bytes(_CHUNK):  # decoded: a gzip bomb counts at full size
+        for raw in response.iter_raw(_CHUNK):
+            try:
+                chunk = raw if inflater is None else inflater.decompress(raw, self._budget[0] + 1)
+            except zlib.error:
+                raise FhirFetchError(
+                    "the FHIR server sent a body that does not decompress"
+                ) from None
             with self._lock:
                 self._budget[0] -= len(chunk)
                 left = self._budget[0]
-            if left < 0:
+            if left < 0 or (inflater is not None and inflater.unconsumed_tail):
                 raise too_big
             if time.monotonic() >= self._deadline_at:
                 raise httpx.ReadTimeout("the deadline of the hook call has passed")
             chunks.append(chunk)
+        if inflater is not None:
+            chunks.append(inflater.flush())  # at most a few bytes zlib held back; never a bomb
         return b"".join(chunks)
 
 

@@ -15,6 +15,7 @@ import socket
 import socketserver
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -157,6 +158,20 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def fault_gzip_bomb(self, sock: socket.socket, conn: Connection, path: str) -> None:
         self._answer(sock, conn, _gzip_bomb(), extra="Content-Encoding: gzip\r\n")
+
+    def fault_gzip_ok(self, sock: socket.socket, conn: Connection, path: str) -> None:
+        body = gzip.compress(self._resource(path))
+        self._answer(sock, conn, body, extra="Content-Encoding: gzip\r\n")
+
+    def fault_deflate_ok(self, sock: socket.socket, conn: Connection, path: str) -> None:
+        body = zlib.compress(self._resource(path))
+        self._answer(sock, conn, body, extra="Content-Encoding: deflate\r\n")
+
+    def fault_brotli(self, sock: socket.socket, conn: Connection, path: str) -> None:
+        self._answer(sock, conn, self._resource(path), extra="Content-Encoding: br\r\n")
+
+    def fault_bad_gzip(self, sock: socket.socket, conn: Connection, path: str) -> None:
+        self._answer(sock, conn, b"\x1f\x8bnot gzip at all", extra="Content-Encoding: gzip\r\n")
 
     def fault_deep(self, sock: socket.socket, conn: Connection, path: str) -> None:
         self._answer(sock, conn, nested(1000))
