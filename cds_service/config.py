@@ -38,6 +38,7 @@ class Settings:
     fhir_deadline_seconds: float = 5.0
     fhir_max_pages: int = 20
     fhir_max_concurrency: int = 8
+    fhir_max_response_bytes: int = 10 * 1024 * 1024  # all FHIR answers of one hook call together
     auth: str = "jwt"
     public_base_url: str | None = None
     trusted_issuers: Path | None = None
@@ -133,6 +134,7 @@ def load_settings(
         ("CDS_FHIR_DEADLINE_SECONDS", "fhir_deadline_seconds", float, 0.05),
         ("CDS_FHIR_MAX_PAGES", "fhir_max_pages", int, 1),
         ("CDS_FHIR_MAX_CONCURRENCY", "fhir_max_concurrency", int, 1),
+        ("CDS_FHIR_MAX_RESPONSE_BYTES", "fhir_max_response_bytes", int, 1024),
         ("CDS_STORE_RETRY_SECONDS", "store_retry_seconds", float, 0),
     ]
     for var, attr, kind, minimum in numbers:

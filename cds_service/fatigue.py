@@ -36,4 +36,5 @@ def snoozed(
     """Whether an override of the same card with the same evidence is still within its snooze period."""
     days = knowledge.cards[finding.kind].snooze_days
     overridden_at = overrides.get((finding.kind, evidence_hash(finding))) if days else None
-    return overridden_at is not None and now < overridden_at + timedelta(days=days)
+    # A difference, not a sum: a stored time near year 9999 cannot overflow.
+    return overridden_at is not None and now - overridden_at < timedelta(days=days)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cds_service.errors import InvalidRequest, Issue, ServiceUnavailable, UnknownService
@@ -28,9 +30,19 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
             [Issue("invalid", p.message, p.path) for p in problems],
         )
     items: list[dict[str, Any]] = body["feedback"]
+    now = runtime.clock.now()
+    times = [outcome_time(item["outcomeTimestamp"], now) for item in items]
+    wrong = [
+        Issue("value", problem, f"$.feedback[{i}].outcomeTimestamp")
+        for i, problem in enumerate(times)
+        if isinstance(problem, str)
+    ]
+    if wrong:
+        raise InvalidRequest("the feedback has an outcomeTimestamp the service cannot use", wrong)
+    items = [_with_readable_time(item, at) for item, at in zip(items, times, strict=True)]
     runtime.recorder.flush()  # so feedback on a card this worker just issued finds its record
     try:
-        new = save_feedback(runtime.settings.database_url, service_id, items, runtime.clock.now())
+        new = save_feedback(runtime.settings.database_url, service_id, items, now)
     except StoreUnavailable:
         runtime.store_failed("save feedback")
         raise ServiceUnavailable(
@@ -45,3 +57,59 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
         for item in items:
             FEEDBACK.labels(service_id, item["outcome"]).inc()
     return {"received": len(items), "new": new}
+
+
+# When a clinician acted can be a little ahead of this server's clock (clocks drift), never far: a
+# time in the future would snooze a card until then. Nothing this service issued predates the floor.
+FUTURE_SKEW = timedelta(minutes=5)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+def outcome_time(text: str, now: datetime) -> datetime | str:
+    """The UTC instant of an RFC 3339 date-time, or why it cannot be used (refused, not clamped).
+
+    Lowercase "t"/"z" (RFC 3339 §5.6 allows them) are read; a leap second (":60") is read as the last
+    microsecond of its minute, which datetime can hold.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return "outcomeTimestamp is not an RFC 3339 date-time"
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    fraction, zulu, sign, offset_h, offset_m = match.group(7, 8, 9, 10, 11)
+    micro = int((fraction or ".0")[1:7].ljust(6, "0"))
+    if second == 60:  # a leap second
+        second, micro = 59, 999_999
+    offset = timedelta(0) if zulu else timedelta(hours=int(offset_h), minutes=int(offset_m))
+    if not zulu and (int(offset_h) > 23 or int(offset_m) > 59):
+        return "outcomeTimestamp has a time-zone offset that does not exist"
+    try:
+        local = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
+    except ValueError:
+        return "outcomeTimestamp is not a date and time that exists"
+    try:
+        # The offset is applied by arithmetic: a local 9999-12-31T23:59-01:00 overflows here.
+        instant = local + offset if sign == "-" else local - offset
+    except OverflowError:
+        return "outcomeTimestamp is outside the years 0001-9999 once converted to UTC"
+    if instant > now + FUTURE_SKEW:
+        return f"outcomeTimestamp is in the future (this server's time is {now:%Y-%m-%dT%H:%M:%SZ})"
+    if instant < EARLIEST:
+        return f"outcomeTimestamp is before {EARLIEST:%Y-%m-%d}, earlier than any card"
+    return instant
+
+
+def _with_readable_time(item: dict[str, Any], instant: datetime | str) -> dict[str, Any]:
+    """`item`, its outcomeTimestamp rewritten only if the store could not read it as sent.
+
+    Items are kept as sent where possible: the stored identity of an item is a hash of it.
+    """
+    text = item["outcomeTimestamp"]
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return item
+    except ValueError:
+        assert isinstance(instant, datetime)  # checked by the caller
+        return {**item, "outcomeTimestamp": instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}

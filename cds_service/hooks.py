@@ -198,6 +198,8 @@ def _fetcher(runtime: Runtime, body: dict[str, Any]) -> tuple[FhirClient | None,
             access_token=auth.get("access_token"),
             timeout_seconds=settings.fhir_timeout_seconds,
             max_pages=settings.fhir_max_pages,
+            deadline_seconds=settings.fhir_deadline_seconds,
+            max_bytes=settings.fhir_max_response_bytes,
         )
     except FhirFetchError as exc:
         log.warning("fhirServer refused", extra={"reason": str(exc)})

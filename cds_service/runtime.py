@@ -12,6 +12,7 @@ import httpx
 from cds_service.auth import JwksCache, Verifier, load_trusted_issuers
 from cds_service.clock import Clock
 from cds_service.config import Settings
+from cds_service.fhir.client import new_http_client
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.loader import Service
 from cds_service.metrics import STORE_FAILURES
@@ -39,7 +40,7 @@ class Runtime:
     def __post_init__(self) -> None:
         # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
         # access token to a host that is not on the allowlist.
-        self.http = httpx.Client(follow_redirects=False, trust_env=False)
+        self.http = new_http_client()
         self.executor = ThreadPoolExecutor(
             max_workers=self.settings.fhir_max_concurrency, thread_name_prefix="fhir-fetch"
         )

@@ -72,7 +72,7 @@ def call(client: FlaskClient, request: dict[str, Any] | None = None) -> dict[str
 
 
 def item(
-    card: dict[str, Any], outcome: str, at: str = "2026-11-24T12:05:00Z", **extra: Any
+    card: dict[str, Any], outcome: str, at: str = "2026-11-24T12:01:00Z", **extra: Any
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"card": card["uuid"], "outcome": outcome, "outcomeTimestamp": at}
     if outcome == "accepted":
@@ -118,9 +118,9 @@ def test_a_batch_is_stored_whole(client: FlaskClient, database_url: str) -> None
     response = send(
         client,
         item(low, "accepted"),
-        item(low, "overridden", at="2026-11-24T12:06:00Z", overrideReason=REASON),
+        item(low, "overridden", at="2026-11-24T12:02:00Z", overrideReason=REASON),
         item(
-            low, "overridden", at="2026-11-24T12:07:00Z", overrideReason={"userComment": "not now"}
+            low, "overridden", at="2026-11-24T12:03:00Z", overrideReason={"userComment": "not now"}
         ),
     )
     assert response.get_json() == {"received": 3, "new": 3}
@@ -255,7 +255,7 @@ def test_report_and_cli(
     send(
         client,
         item(first["calcium-low"], "overridden", overrideReason=REASON),
-        item(first["calcium-low"], "overridden", at="2026-11-24T12:06:00Z", overrideReason=REASON),
+        item(first["calcium-low"], "overridden", at="2026-11-24T12:02:00Z", overrideReason=REASON),
     )
     second = call(client, json.loads(json.dumps(hook_request()).replace("8.4", "8.3")))
     send(client, item(second["calcium-low"], "accepted"))

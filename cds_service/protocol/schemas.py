@@ -124,7 +124,7 @@ _URI_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f<>\"{}|\\^`]")
 def _is_uuid(instance: object) -> bool:
     """A UUID in the canonical 8-4-4-4-12 hex form (no braces, no urn:uuid: prefix)."""
     # 32 hex digits in the 8-4-4-4-12 form are always a UUID: the pattern is the whole check.
-    return not isinstance(instance, str) or _UUID.match(instance) is not None
+    return not isinstance(instance, str) or _UUID.fullmatch(instance) is not None
 
 
 def _is_uri(instance: object) -> bool:
@@ -145,7 +145,7 @@ def _is_date_time(instance: object) -> bool:
     """An RFC 3339 §5.6 date-time, with a time-zone offset (Z or ±hh:mm)."""
     if not isinstance(instance, str):
         return True
-    match = _DATE_TIME.match(instance)
+    match = _DATE_TIME.fullmatch(instance)
     if match is None:
         return False
     day, hour_minute, second, fraction, offset = match.groups()
