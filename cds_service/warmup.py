@@ -73,10 +73,11 @@ def warm_up(runtime: Runtime) -> None:
     """Exercise every service once on a synthetic in-scope patient (nothing is stored or sent)."""
     for name in SCHEMA_NAMES:
         validate({}, name)
-    from cds_service.rules.calcium import CALCIUM
+    from cds_service.rules.calcium import analyte
 
+    calcium = analyte(runtime.knowledge, "calcium")
     for unit in ("mg/dL", "mmol/L", "mg/L", "meq/L", "g/dL", "g/L"):
-        concentration(Quantity(1.0, unit, unit), "mg/dL", CALCIUM)
+        concentration(Quantity(1.0, unit, unit), "mg/dL", calcium)
     record = PatientRecord(
         patient_id=WARM_PATIENT,
         patient={"resourceType": "Patient", "id": WARM_PATIENT, "birthDate": "1950-01-01"},
