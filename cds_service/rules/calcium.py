@@ -64,7 +64,9 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
         points = True
     elif reading.high:
         findings.extend(_high_on_supplement(ev, reading, ev.medicines("calcium-supplements")))
-    for finding in (_magnesium(ev), _vitamin_d(ev)):
+    # Vitamin D raises calcium: with a high calcium no vitamin D card proposes it.
+    vitamin_d = None if reading is not None and reading.high else _vitamin_d(ev)
+    for finding in (_magnesium(ev), vitamin_d):
         if finding is not None:
             findings.append(finding)
             points = True  # low magnesium or vitamin D is the calcium/electrolyte cause
