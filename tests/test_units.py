@@ -5,19 +5,22 @@ from __future__ import annotations
 import pytest
 
 from cds_service.fhir.data import Quantity
-from cds_service.rules.calcium import ALBUMIN, CALCIUM
-from cds_service.units import MAX_UNIT_LENGTH, concentration
+from cds_service.rules.calcium import ALBUMIN
+from cds_service.units import MAX_UNIT_LENGTH, Analyte, concentration
+
+# Calcium as cards/thresholds.yaml gives it (calcium-molar-mass, CIAAW standard atomic weight).
+CALCIUM = Analyte("calcium", molar_mass_g_per_mol=40.078, valence=2)
 
 
 @pytest.mark.parametrize(
     ("value", "code", "unit", "target", "expected"),
     [
         (8.0, "mg/dL", "mg/dL", "mg/dL", 8.0),
-        (2.0, "mmol/L", "mmol/L", "mg/dL", 8.016),  # x 40.08 / 10
-        (8.016, "mg/dL", None, "mmol/L", 2.0),
+        (2.0, "mmol/L", "mmol/L", "mg/dL", 8.0156),  # x 40.078 / 10
+        (8.0156, "mg/dL", None, "mmol/L", 2.0),
         (80.0, "mg/L", "mg/L", "mg/dL", 8.0),
         (4.0, None, "mEq/L", "mmol/L", 2.0),  # calcium is divalent
-        (4.0, "meq/L", None, "mg/dL", 8.016),
+        (4.0, "meq/L", None, "mg/dL", 8.0156),
         (9.1, None, "MG/DL", "mg/dL", 9.1),  # unit text (not UCUM) in capitals
         (9.1, None, "mg/dl", "mg/dL", 9.1),
     ],

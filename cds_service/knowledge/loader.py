@@ -257,6 +257,7 @@ def load_knowledge(directory: Path) -> Knowledge:
     for oid, order in orders.items():
         for key in order["sources"]:
             cite(f"orders.yaml: {oid}", key)
+    _check_order_codes(orders, raw_sets, sources_doc, problems)
 
     cards_doc = docs["cards"]
     cite("cards.yaml: override_reasons", cards_doc["override_reasons"]["source"])
@@ -410,6 +411,45 @@ def _card_kind(
         ),
         snooze_days=card["snooze_days"],
     )
+
+
+def _check_order_codes(
+    orders: dict[str, dict[str, Any]],
+    raw_sets: dict[str, dict[str, Any]],
+    sources_doc: dict[str, Any],
+    problems: list[str],
+) -> None:
+    """Every coding a suggested resource carries must be listed in a value set, and not as
+    UNVERIFIED: a code nobody has verified is not put into an order (issue 18, item 8)."""
+    systems = _system_names(sources_doc)
+    statuses: dict[Key, set[str]] = {}
+    for vs_id, doc in raw_sets.items():
+        for row in [*doc.get("codes", []), *doc.get("ingredients", [])]:
+            coding = {"system": sources_doc["systems"][row["system"]], "code": row["code"]}
+            for key in code_keys({"coding": [coding]}, systems):
+                statuses.setdefault(key, set()).add(f"{row['status']} in valuesets/{vs_id}.yaml")
+    for oid, order in orders.items():
+        for coding in _codings_in(order["resource"]):
+            where = f"orders.yaml: {oid}: {coding.get('system')}|{coding.get('code')}"
+            keys = code_keys({"coding": [coding]}, systems)
+            listed = set().union(*(statuses.get(key, set()) for key in keys))
+            if not listed:
+                problems.append(f"{where} is in no value set, so its status cannot be checked")
+            for entry in sorted(e for e in listed if e.startswith("UNVERIFIED")):
+                problems.append(f"{where} is {entry}: an order may not carry it")
+
+
+def _codings_in(template: Any) -> list[dict[str, Any]]:
+    """The Codings (members of a `coding` list) anywhere in a resource template."""
+    if isinstance(template, list):
+        return [c for item in template for c in _codings_in(item)]
+    if not isinstance(template, dict):
+        return []
+    found = [c for c in template.get("coding", []) if isinstance(c, dict)]
+    for key, value in template.items():
+        if key != "coding":
+            found.extend(_codings_in(value))
+    return found
 
 
 def _system_names(sources_doc: dict[str, Any]) -> dict[str, str]:

@@ -1,92 +1,169 @@
-"""Cause 1, calcium deficiency: the latest calcium, albumin-corrected, against the lab's range."""
+"""Cause 1, calcium deficiency: calcium (ionized preferred), magnesium, 25-OH vitamin D and the DXA."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from cds_service.fhir.data import Resource, clinical_time, items, quantity
-from cds_service.rules.common import day
+from cds_service.fhir.data import Quantity, Resource, clinical_time, items, label, quantity
+from cds_service.knowledge import Knowledge
+from cds_service.rules.common import condition_line, day, medicine_line, names
 from cds_service.rules.evaluation import Evaluation, Finding, reference
 from cds_service.units import Analyte, concentration
 
-CALCIUM = Analyte("calcium", molar_mass_g_per_mol=40.08, valence=2)
+# Albumin is converted between mass units only (g/L, g/dL), where its molar mass plays no part.
 ALBUMIN = Analyte("albumin", molar_mass_g_per_mol=66_500, valence=1)
-MAGNESIUM = Analyte("magnesium", molar_mass_g_per_mol=24.305, valence=2)
+# Analytes converted between mass and molar units: (molar-mass threshold, valence).
+_ANALYTES = {
+    "calcium": ("calcium-molar-mass", 2),
+    "magnesium": ("magnesium-molar-mass", 2),
+    "25-OH vitamin D": ("vitamin-d-25oh-molar-mass", 1),
+}
+
+# The fact a card kind declares (cards/cards.yaml) when it can carry the bone-density-scan suggestion.
+DXA_FACT = "dxa_due"
 
 
 @dataclass(frozen=True)
-class CalciumReading:
-    """The calcium result the rule judges, in the unit its thresholds use."""
+class Reading:
+    """A calcium, magnesium or 25-OH vitamin D result in the unit its thresholds use."""
 
-    kind: str  # "total" (mg/dL, albumin-corrected when possible) or "ionized" (mmol/L)
-    value: float  # the value compared with the thresholds
+    analyte: str  # "total" or "ionized" calcium, "magnesium", "vitamin D"
+    value: float  # the value compared with the limits (albumin-corrected for a total calcium)
     measured: float  # the value as measured, same unit
     unit: str
     lower_limit: float
+    upper_limit: float | None
     limit_from_lab: bool
     corrected_with: float | None  # albumin g/dL used for the correction
     observation: Resource
     when: datetime | None
 
+    @property
+    def low(self) -> bool:
+        return self.value < self.lower_limit  # strict: a value at the limit is not low
+
+    @property
+    def high(self) -> bool:
+        return self.upper_limit is not None and self.value > self.upper_limit
+
 
 def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
-    """Calcium cards, and whether a low calcium points to this cause."""
-    reading = latest_calcium(ev)
+    """Calcium, magnesium and vitamin D cards, and whether they point to this cause."""
+    findings: list[Finding] = []
+    points = False
+    reading = calcium_reading(ev)
+    coded_low = ev.conditions("hypocalcemia", active_only=True)
     if reading is None:
-        return [_workup(ev)], False
-    severe = ev.threshold(f"calcium-{reading.kind}-severe")
-    if reading.value >= reading.lower_limit:
-        return [], False
-    takes_supplement = bool(ev.medicines("calcium-supplements"))
-    facts: dict[str, object] = {
-        "calcium": _fmt(reading.value),
-        "unit": reading.unit,
-        "calcium_kind": "corrected total calcium"
-        if reading.corrected_with
-        else ("total calcium" if reading.kind == "total" else "ionized calcium"),
-        "date": day(reading.when),
-        "lower_limit": _fmt(reading.lower_limit),
-        "limit_source": "the laboratory's reference range"
-        if reading.limit_from_lab
-        else ("the default lower limit in cards/thresholds.yaml"),
-        "severe_limit": _fmt(severe),
-        "not_on_supplement": not takes_supplement,
-        "supplement_status": "The patient already has a current calcium supplement order."
-        if takes_supplement
-        else "No current calcium + vitamin D supplement is on file.",
-    }
-    facts.update(_magnesium_and_vitamin_d(ev))
-    evidence = [_line(reading)]
-    kind = "calcium-low-severe" if reading.value < severe else "calcium-low"
-    return [Finding(kind, facts, tuple(evidence))], True
+        findings.append(_workup(ev, coded_low))
+        points = bool(coded_low)  # documented hypocalcemia: the cause is known, the value is not
+    elif reading.low:
+        findings.append(_low(ev, reading))
+        points = True
+    elif reading.high:
+        findings.extend(_high_on_supplement(ev, reading, ev.medicines("calcium-supplements")))
+    # Vitamin D raises calcium: with a high calcium no vitamin D card proposes it.
+    vitamin_d = None if reading is not None and reading.high else _vitamin_d(ev)
+    for finding in (_magnesium(ev), vitamin_d):
+        if finding is not None:
+            findings.append(finding)
+            points = True  # low magnesium or vitamin D is the calcium/electrolyte cause
+    return findings, points
 
 
-def latest_calcium(ev: Evaluation) -> CalciumReading | None:
-    """The newest usable total, corrected or ionized calcium in the look-back window, converted."""
+def supplement_ordered(
+    ev: Evaluation, base: dict[str, Any], evidence: tuple[str, ...], in_scope: bool
+) -> list[Finding]:
+    """Ordering calcium + vitamin D: warn on a high calcium (whatever the scope: it is a safety
+    warning); for a patient in scope, ask for a calcium when none is within the look-back."""
+    reading = calcium_reading(ev)
+    if reading is None:
+        facts = {**base, "window_days": _window_days(ev)}
+        return [Finding("calcium-order-without-result", facts, evidence)] if in_scope else []
+    if reading.high:
+        return [
+            Finding(
+                "calcium-high", {**base, **_calcium_facts(reading)}, (*evidence, _line(reading))
+            )
+        ]
+    return []
+
+
+def offer_dxa(ev: Evaluation, findings: list[Finding]) -> list[Finding]:
+    """The findings, with the DXA offered (when due) once: by the first whose card kind declares
+    the `dxa_due` fact in cards/cards.yaml (calcium cards come first, the differential last)."""
+    due = dxa_due(ev)
+    offered: list[Finding] = []
+    for finding in findings:
+        if DXA_FACT in ev.knowledge.cards[finding.kind].facts:
+            evidence = finding.evidence
+            if due:
+                line = f"- age {ev.age}; no bone density (DXA) result or osteoporosis diagnosis on file"
+                evidence = (*evidence, line)
+            finding = dataclasses.replace(
+                finding, facts={**finding.facts, DXA_FACT: due}, evidence=evidence
+            )
+            due = False
+        offered.append(finding)
+    return offered
+
+
+def dxa_due(ev: Evaluation) -> bool:
+    """An older adult with no osteoporosis diagnosis and no DXA on file (any date)."""
+    if ev.age is None or ev.age < ev.threshold("older-adult-age"):
+        return False
+    has_dxa = (
+        ev.results("dxa-t-score") or ev.reports("dxa-report") or ev.procedures_done("order-dxa")
+    )
+    return not (has_dxa or ev.conditions("osteoporosis", active_only=False))
+
+
+def analyte(knowledge: Knowledge, name: str) -> Analyte:
+    """A unit-conversion analyte with its molar mass from cards/thresholds.yaml."""
+    threshold_id, valence = _ANALYTES[name]
+    return Analyte(name, knowledge.threshold(threshold_id), valence)
+
+
+def calcium_reading(ev: Evaluation) -> Reading | None:
+    """The calcium judged: the newest usable one in the look-back, unless an ionized calcium was
+    drawn within the pairing window of that newest total (ionized needs no albumin correction)."""
     window = ev.threshold("calcium-lookback-days")
-    for observation in ev.results("calcium-any"):
-        if not ev.within(observation, window):
-            return None  # newest first: everything after this is older still
-        reading = _reading(ev, observation)
-        if reading is not None:
-            return reading
-    return None
+    readings = [
+        r
+        for r in (_calcium(ev, o) for o in ev.results("calcium-any") if ev.within(o, window))
+        if r is not None
+    ]
+    if not readings:
+        return None
+    newest = readings[0]
+    if newest.analyte == "ionized" or newest.when is None:
+        return newest
+    pairing = ev.threshold("calcium-ionized-pairing-hours") * 3600
+    for other in readings:
+        if (
+            other.analyte == "ionized"
+            and other.when is not None
+            and abs((other.when - newest.when).total_seconds()) <= pairing
+        ):
+            return other
+    return newest
 
 
-def _reading(ev: Evaluation, observation: Resource) -> CalciumReading | None:
+def _calcium(ev: Evaluation, observation: Resource) -> Reading | None:
     measured = quantity(observation.get("valueQuantity"))
     if measured is None:
         return None
     ionized = ev.coded(observation.get("code"), "calcium-ionized")
     corrected_by_lab = ev.coded(observation.get("code"), "calcium-corrected")
+    kind = "ionized" if ionized else "total"
     unit = "mmol/L" if ionized else "mg/dL"
-    value = concentration(measured, unit, CALCIUM)
+    calcium = analyte(ev.knowledge, "calcium")
+    value = concentration(measured, unit, calcium)
     if value is None:
         return None
-    low, from_lab = _lower_limit(observation, unit)
-    if low is None:
-        low = ev.threshold("calcium-ionized-low" if ionized else "calcium-total-low")
+    low, high = _lab_range(observation, unit, calcium)
     albumin = None if (ionized or corrected_by_lab) else _albumin_near(ev, observation)
     judged = value
     if albumin is not None:
@@ -94,37 +171,45 @@ def _reading(ev: Evaluation, observation: Resource) -> CalciumReading | None:
         judged = value + ev.threshold("albumin-correction-factor") * (
             ev.threshold("albumin-reference") - albumin
         )
-    return CalciumReading(
-        kind="ionized" if ionized else "total",
+    return Reading(
+        analyte=kind,
         value=judged,
         measured=value,
         unit=unit,
-        lower_limit=low,
-        limit_from_lab=from_lab,
+        lower_limit=ev.threshold(f"calcium-{kind}-low") if low is None else low,
+        upper_limit=ev.threshold(f"calcium-{kind}-high") if high is None else high,
+        limit_from_lab=low is not None,
         corrected_with=albumin,
         observation=observation,
         when=clinical_time(observation),
     )
 
 
-def _lower_limit(observation: Resource, unit: str) -> tuple[float | None, bool]:
-    """The low end of the lab's own reference range, converted to `unit`, if it gives one."""
+def _lab_range(
+    observation: Resource, unit: str, analyte: Analyte
+) -> tuple[float | None, float | None]:
+    """The low and high ends of the lab's own reference range in `unit`, where it gives them."""
+    value = quantity(observation.get("valueQuantity"))
     for ref in items(observation.get("referenceRange")):
         if not isinstance(ref, dict):
             continue
-        low = quantity(ref.get("low"))
-        if low is None:
-            continue
-        if low.code is None and low.unit is None:
-            # A bare number is read in the unit of the result itself.
-            value_unit = quantity(observation.get("valueQuantity"))
-            if value_unit is None:
-                continue
-            low = type(low)(low.value, value_unit.code, value_unit.unit)
-        converted = concentration(low, unit, CALCIUM)
-        if converted is not None:
-            return converted, True
-    return None, False
+        ends = [_converted(quantity(ref.get(end)), value, unit, analyte) for end in ("low", "high")]
+        if ends[0] is not None or ends[1] is not None:
+            return ends[0], ends[1]
+    return None, None
+
+
+def _converted(
+    end: Quantity | None, value: Quantity | None, unit: str, analyte: Analyte
+) -> float | None:
+    if end is None:
+        return None
+    if end.code is None and end.unit is None:
+        if value is None:
+            return None
+        # A bare number is read in the unit of the result itself.
+        end = Quantity(end.value, value.code, value.unit)
+    return concentration(end, unit, analyte)
 
 
 def _albumin_near(ev: Evaluation, calcium: Resource) -> float | None:
@@ -146,82 +231,172 @@ def _albumin_near(ev: Evaluation, calcium: Resource) -> float | None:
     return None
 
 
-def _magnesium_and_vitamin_d(ev: Evaluation) -> dict[str, object]:
-    """Facts about magnesium and 25-OH vitamin D, which the low-calcium card asks to check."""
-    window = ev.threshold("calcium-lookback-days")
-    mg = [o for o in ev.results("magnesium") if ev.within(o, window)]
-    vit_d = [o for o in ev.results("vitamin-d-25oh") if ev.within(o, window)]
-    mg_low = False
-    mg_text = "No magnesium result in the look-back window."
-    if mg:
-        q = quantity(mg[0].get("valueQuantity"))
-        low, _ = _lower_limit_any(mg[0], q)
-        if q is not None:
-            mg_text = f"Latest magnesium {_fmt(q.value)} {q.unit or q.code or ''} ({day(clinical_time(mg[0]))})."
-            if low is not None and q.value < low:
-                mg_low = True
-                mg_text += " It is below the laboratory's range: low magnesium keeps calcium low."
-    vit_text = (
-        "No 25-OH vitamin D result in the look-back window."
-        if not vit_d
-        else (f"A 25-OH vitamin D result is on file ({day(clinical_time(vit_d[0]))}).")
-    )
+def _calcium_facts(reading: Reading) -> dict[str, object]:
+    kind = "corrected total" if reading.corrected_with is not None else reading.analyte
     return {
-        "magnesium_status": mg_text,
-        "vitamin_d_status": vit_text,
-        "magnesium_low": mg_low,
-        "needs_magnesium": not mg,
-        "needs_vitamin_d": not vit_d,
+        "calcium_kind": f"{kind} calcium",
+        "calcium": _fmt(reading.value),
+        "unit": reading.unit,
+        "date": day(reading.when),
+        "lower_limit": _fmt(reading.lower_limit),
+        "upper_limit": "" if reading.upper_limit is None else _fmt(reading.upper_limit),
     }
 
 
-def _lower_limit_any(observation: Resource, value: object) -> tuple[float | None, bool]:
-    for ref in items(observation.get("referenceRange")):
-        if isinstance(ref, dict):
-            low = quantity(ref.get("low"))
-            if low is not None:
-                return low.value, True
-    return None, False
-
-
-def _workup(ev: Evaluation) -> Finding:
-    """No usable calcium result: recommend the labs, and a DXA for older adults without one."""
-    age = ev.age
-    has_dxa = bool(
-        ev.results("dxa-t-score") or ev.reports("dxa-report") or ev.procedures_done("order-dxa")
-    )
-    osteoporosis = ev.conditions("osteoporosis", active_only=False)
-    dxa_due = (
-        age is not None
-        and age >= ev.threshold("older-adult-age")
-        and not has_dxa
-        and not osteoporosis
-    )
-    window = int(ev.threshold("calcium-lookback-days"))
-    facts = {
-        "window_days": str(window),
-        "dxa_due": dxa_due,
-        "dxa_status": (
-            f"The patient is {age}, with no bone density (DXA) result and no osteoporosis diagnosis "
-            "on file: a DXA scan is suggested."
-            if dxa_due
-            else "A bone density (DXA) scan is not suggested here (under 65, age unknown, a DXA result "
-            "or an osteoporosis diagnosis is already on file)."
-        ),
+def _low(ev: Evaluation, reading: Reading) -> Finding:
+    supplements = ev.medicines("calcium-supplements")
+    severe = ev.threshold(f"calcium-{reading.analyte}-severe")
+    facts: dict[str, object] = {
+        **_calcium_facts(reading),
+        "limit_source": "the laboratory's reference range"
+        if reading.limit_from_lab
+        else "the default lower limit",
+        "severe_limit": _fmt(severe),
+        "not_on_supplement": not supplements,
+        # A coded hypomagnesemia or vitamin D deficiency has its own card, which orders the level.
+        "needs_magnesium": _latest(ev, "magnesium") is None
+        and not ev.conditions("hypomagnesemia", active_only=True),
+        "needs_vitamin_d": _latest(ev, "vitamin-d-25oh") is None
+        and not ev.conditions("vitamin-d-deficiency", active_only=True),
     }
-    return Finding("calcium-workup", facts)
+    evidence = [_line(reading)]
+    evidence.extend(f"- current calcium supplement: {medicine_line(m)[2:]}" for m in supplements)
+    for vs_id in ("magnesium", "vitamin-d-25oh"):
+        found = _latest(ev, vs_id)
+        if found is not None:
+            evidence.append(_result_line(found))
+    kind = "calcium-low-severe" if reading.value < severe else "calcium-low"
+    return Finding(kind, facts, tuple(evidence))
 
 
-def _line(reading: CalciumReading) -> str:
+def _high_on_supplement(ev: Evaluation, reading: Reading, supplements: list[Any]) -> list[Finding]:
+    """A high calcium while calcium + vitamin D continues (no card without a supplement)."""
+    if not supplements:
+        return []
+    facts = {**_calcium_facts(reading), "medicine": names(supplements)}
+    evidence = (_line(reading), *map(medicine_line, supplements))
+    return [Finding("calcium-high", facts, evidence)]
+
+
+def _workup(ev: Evaluation, coded_low: list[Resource]) -> Finding:
+    """No usable calcium result: recommend the labs (naming a coded hypocalcemia)."""
+    facts = {"window_days": _window_days(ev)}
+    return Finding("calcium-workup", facts, tuple(map(condition_line, coded_low)))
+
+
+def _magnesium(ev: Evaluation) -> Finding | None:
+    """Low magnesium (newest result against its limit), or coded hypomagnesemia without a result."""
+    magnesium = analyte(ev.knowledge, "magnesium")
+    reading = _simple_reading(ev, "magnesium", "mmol/L", magnesium, "magnesium-low", lab_range=True)
+    coded = ev.conditions("hypomagnesemia", active_only=True)
+    if reading is not None:
+        if not reading.low:
+            return None  # a current normal result outweighs an older coded diagnosis
+        facts = {"finding": f"{_fmt(reading.value)} mmol/L on {day(reading.when)}"}
+        return Finding("magnesium-low", {**facts, "needs_level": False}, (_result_line(reading),))
+    if not coded:
+        return None
+    facts = {"finding": label(coded[0].get("code")) or "hypomagnesemia"}
+    return Finding(
+        "magnesium-low", {**facts, "needs_level": True}, tuple(map(condition_line, coded))
+    )
+
+
+def _vitamin_d(ev: Evaluation) -> Finding | None:
+    """Low total 25-OH vitamin D (deficient: warning), or coded deficiency without a result.
+
+    Laboratory reference ranges are not used: many start at 30 ng/mL, which the sources disagree
+    on (cards/thresholds.yaml vitamin-d-25oh-low).
+    """
+    vitamin_d = analyte(ev.knowledge, "25-OH vitamin D")
+    reading = _simple_reading(ev, "vitamin-d-25oh", "ng/mL", vitamin_d, "vitamin-d-25oh-low")
+    coded = ev.conditions("vitamin-d-deficiency", active_only=True)
+    if reading is not None:
+        if not reading.low:
+            return None
+        deficient = reading.value < ev.threshold("vitamin-d-25oh-deficient")
+        facts = {
+            "finding": f"{_fmt(reading.value)} ng/mL on {day(reading.when)}",
+            "needs_level": False,
+        }
+        return Finding(
+            "vitamin-d-low", facts, (_result_line(reading),), "warning" if deficient else None
+        )
+    if not coded:
+        return None
+    facts = {"finding": label(coded[0].get("code")) or "vitamin D deficiency", "needs_level": True}
+    return Finding("vitamin-d-low", facts, tuple(map(condition_line, coded)))
+
+
+def _window_days(ev: Evaluation) -> str:
+    return str(int(ev.threshold("calcium-lookback-days")))
+
+
+def _latest(ev: Evaluation, vs_id: str) -> Resource | None:
+    window = ev.threshold("calcium-lookback-days")
+    return next((o for o in ev.results(vs_id) if ev.within(o, window)), None)
+
+
+def _simple_reading(
+    ev: Evaluation,
+    vs_id: str,
+    unit: str,
+    substance: Analyte,
+    default_low: str,
+    lab_range: bool = False,
+) -> Reading | None:
+    """The newest convertible result of the value set in the look-back, against its lower limit."""
+    window = ev.threshold("calcium-lookback-days")
+    for observation in ev.results(vs_id):
+        if not ev.within(observation, window):
+            return None  # newest first: the rest is older still
+        measured = quantity(observation.get("valueQuantity"))
+        value = None if measured is None else concentration(measured, unit, substance)
+        if value is None:
+            continue
+        low = _lab_range(observation, unit, substance)[0] if lab_range else None
+        return Reading(
+            analyte=substance.name,
+            value=value,
+            measured=value,
+            unit=unit,
+            lower_limit=ev.threshold(default_low) if low is None else low,
+            upper_limit=None,
+            limit_from_lab=low is not None,
+            corrected_with=None,
+            observation=observation,
+            when=clinical_time(observation),
+        )
+    return None
+
+
+def _result_line(found: Reading | Resource) -> str:
+    """An evidence line for a magnesium or vitamin D result: as measured, and as judged."""
+    observation = found.observation if isinstance(found, Reading) else found
+    q = quantity(observation.get("valueQuantity"))
+    measured = "no value" if q is None else f"{_fmt(q.value)} {q.unit or q.code or ''}".strip()
+    name = label(observation.get("code")) or "result"
+    text = f"- {name}: {measured} on {day(clinical_time(observation))} ({reference(observation)})"
+    if isinstance(found, Reading):
+        text += f"; lower limit {_fmt(found.lower_limit)} {found.unit}"
+    return text
+
+
+def _line(reading: Reading) -> str:
     obs = reading.observation
-    text = f"- {reading.kind} calcium {_fmt(reading.measured)} {reading.unit} on {day(reading.when)} ({reference(obs)})"
+    text = (
+        f"- {reading.analyte} calcium {_fmt(reading.measured)} {reading.unit} on "
+        f"{day(reading.when)} ({reference(obs)})"
+    )
     if reading.corrected_with is not None:
         text += (
             f"; corrected for albumin {_fmt(reading.corrected_with)} g/dL to {_fmt(reading.value)} "
             f"{reading.unit} (calculated)"
         )
-    text += f"; lower limit {_fmt(reading.lower_limit)} {reading.unit}"
-    return text
+    text += f"; reference {_fmt(reading.lower_limit)}"
+    if reading.upper_limit is not None:
+        text += f"-{_fmt(reading.upper_limit)}"
+    return f"{text} {reading.unit}"
 
 
 def _fmt(value: float) -> str:

@@ -9,7 +9,7 @@ the patient's age, latest eGFR, current medicines, the other draft orders and di
 from __future__ import annotations
 
 from cds_service.fhir.data import Resource, items, iter_bundle, status, valid_id
-from cds_service.rules import medication_safety
+from cds_service.rules import calcium, medication_safety
 from cds_service.rules.common import names
 from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
 from cds_service.rules.patient_view import in_scope
@@ -164,8 +164,8 @@ def check_order(ev: Evaluation, ordered: Medicine, others: list[Medicine]) -> li
         found.append(Finding("carisoprodol-schedule-iv", base, evidence))
     if ordered_is("enzyme-inducing-antiepileptics"):
         found.append(Finding("enzyme-inducing-antiepileptic", {"medicines": name}, evidence))
-    if ordered_is("calcium-supplements") and in_scope(ev) and not ev.results("calcium-any"):
-        found.append(Finding("calcium-order-without-result", base, evidence))
+    if ordered_is("calcium-supplements"):
+        found.extend(calcium.supplement_ordered(ev, base, evidence, in_scope(ev)))
     return found
 
 

@@ -24,4 +24,4 @@ def evaluate(ev: Evaluation) -> list[Finding]:
     findings.extend(medication_safety.evaluate(ev))
     if not (calcium_points or spasticity_points or seizure_points):
         findings.append(Finding("differential-workup"))
-    return findings
+    return calcium.offer_dxa(ev, findings)

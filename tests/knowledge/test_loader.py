@@ -53,7 +53,7 @@ BREAKAGES = [
         "cards.yaml",
         "when: dxa_due",
         "when: dxa_overdue",
-        "cards.yaml: calcium-workup: suggestion 'order-dxa': when 'dxa_overdue' is not among its facts",
+        "cards.yaml: calcium-low: suggestion 'order-dxa': when 'dxa_overdue' is not among its facts",
     ),
     (
         "cards.yaml",
@@ -80,6 +80,23 @@ BREAKAGES = [
         'authoredOn: "{tomorrow}"',
         "cards.yaml: calcium-low-severe: suggestion 'repeat-calcium-panel': its order names "
         "'{tomorrow}', which is not among its facts",
+    ),
+    (  # issue 18 item 8: the calcium + vitamin D proposal may not carry the unverified 904458
+        "orders.yaml",
+        '        text: "Calcium carbonate + vitamin D3',
+        "        coding: [{system: http://www.nlm.nih.gov/research/umls/rxnorm, code: '904458'}]\n"
+        '        text: "Calcium carbonate + vitamin D3',
+        "orders.yaml: calcium-vitamin-d-chewable: http://www.nlm.nih.gov/research/umls/rxnorm|904458 "
+        "is in no value set, so its status cannot be checked",
+    ),
+    (
+        "valuesets/order-dxa.yaml",
+        '"77080", display: "DXA bone density study, 1 or more sites; axial skeleton", '
+        "status: SECONDARY",
+        '"77080", display: "DXA bone density study, 1 or more sites; axial skeleton", '
+        "status: UNVERIFIED",
+        "orders.yaml: dxa-scan: http://www.ama-assn.org/go/cpt|77080 is UNVERIFIED in "
+        "valuesets/order-dxa.yaml: an order may not carry it",
     ),
     (
         "services.yaml",
