@@ -180,7 +180,10 @@ def tizanidine_with_cyp1a2_inhibitor(
             grades = {grade} if grade and partners else set()
         if not grades:
             continue
-        facts = {**stop_facts(ev, medicine), "partner": names(partners)}
+        # The contraindicated partners first: they are what the critical card is about.
+        partners.sort(key=lambda m: (cyp1a2_inhibitor(ev, m) != "critical", m.name))
+        partner = ", ".join(dict.fromkeys(m.name for m in partners))
+        facts = {**stop_facts(ev, medicine), "partner": partner}
         if ev.hook == PATIENT_VIEW:
             facts["deletable"] = False  # which one to change is the prescriber's choice
         variant = None if "critical" in grades else "label-warning"
