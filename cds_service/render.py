@@ -19,7 +19,10 @@ def render_cards(
     """(card, finding) for each finding, most urgent first (stable within an indicator)."""
     # What order templates may name besides a finding's facts: the same for every card.
     call = {"patient_id": patient_id, "today": clock.now().date().isoformat()}
-    cards = [(render_card(f, knowledge.cards[f.kind], clock, call), f) for f in findings]
+    cards = [
+        (render_card(f, knowledge.cards[f.kind].variant(f.variant), clock, call), f)
+        for f in findings
+    ]
     return sorted(cards, key=lambda pair: INDICATOR_ORDER[pair[0]["indicator"]])
 
 

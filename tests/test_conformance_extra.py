@@ -97,6 +97,7 @@ def in_scope_body(patient: str = "pt-1") -> dict[str, Any]:
                 medication("m-relaxant", "197446", "carisoprodol 350 MG Oral Tablet", patient),
                 medication("m-quinine", "9071", "quinine", patient),
             ),
+            "medication-statements": None,
             "reports": None,
             "procedures": None,
         },

@@ -41,6 +41,7 @@ FHIR_PATHS = (
     "/fhir/Condition",
     "/fhir/Observation",
     "/fhir/MedicationRequest",
+    "/fhir/MedicationStatement",
     "/fhir/DiagnosticReport",
     "/fhir/Procedure",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -121,6 +121,12 @@ class CardKind:
     override_reasons: tuple[dict[str, str], ...]
     links: tuple[dict[str, str], ...]
     snooze_days: int
+    # Named alternatives a rule may choose (Finding.variant), e.g. the text for older adults.
+    variants: dict[str, CardKind] = field(default_factory=dict)
+
+    def variant(self, name: str | None) -> CardKind:
+        """This kind, or its named variant (an unknown name is a programming error the tests catch)."""
+        return self if name is None else self.variants[name]
 
 
 @dataclass(frozen=True)
@@ -387,8 +393,12 @@ def _card_kind(
     }
     if spec.get("url"):
         source["url"] = spec["url"]
-    citations = "\n".join(f"- {sources[s]['citation']}" for s in card["sources"] if s in sources)
-    return CardKind(
+
+    def citations_of(keys: list[str]) -> str:
+        listed = "\n".join(f"- {sources[s]['citation']}" for s in keys if s in sources)
+        return f"**Sources**\n\n{listed}\n\n{cards_doc['advisory']}"
+
+    kind = CardKind(
         key=key,
         cause=card["cause"],
         indicator=card["indicator"],
@@ -396,7 +406,7 @@ def _card_kind(
         detail=card["detail"],
         facts=facts,
         sources=tuple(card["sources"]),
-        citations=f"**Sources**\n\n{citations}\n\n{cards_doc['advisory']}",
+        citations=citations_of(card["sources"]),
         source=source,
         suggestions=tuple(suggestions),
         selection_behavior=card.get("selection_behavior", "any"),
@@ -411,6 +421,24 @@ def _card_kind(
         ),
         snooze_days=card["snooze_days"],
     )
+    variants = {}
+    for name, alt in card.get("variants", {}).items():
+        what = f"variant '{name}'"
+        for cited_key in alt.get("sources", []):
+            cite(f"{where}: {what}", cited_key)
+        for part in ("summary", "detail"):
+            if part in alt:
+                check_template(alt[part], f"{what}: {part}")
+        sources_of = alt.get("sources", card["sources"])
+        variants[name] = replace(
+            kind,
+            indicator=alt.get("indicator", kind.indicator),
+            summary=alt.get("summary", kind.summary),
+            detail=alt.get("detail", kind.detail),
+            sources=tuple(sources_of),
+            citations=citations_of(sources_of),
+        )
+    return replace(kind, variants=variants)
 
 
 def _check_order_codes(

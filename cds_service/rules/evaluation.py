@@ -37,13 +37,14 @@ class Finding:
     facts fill `{name}` placeholders in the card kind's text (each is declared in its `facts`); a
     fact that is True enables a suggestion whose `when` names it; a `Type/id` fact is the target of
     a delete action. evidence lines are Markdown bullets (value, unit, date, resource) appended to
-    the detail.
+    the detail. variant names one of the kind's `variants` (its text for that case), if any.
     """
 
     kind: str
     facts: dict[str, Any] = field(default_factory=dict)
     evidence: tuple[str, ...] = ()
     indicator: str | None = None
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,11 @@ class Evaluation:
         self.age = None if born is None else age_on(born, now.date())
         # The code keys of each coded resource the rules look up, per list of the record.
         self._coded: dict[str, list[tuple[Resource, frozenset[Key]]]] = {}
+        # A request not to give a medicine (doNotPerform) is no exposure to it.
         self.current_medicines = [
-            self.medicine(r) for r in record.medication_requests if status(r) in CURRENT_MEDICATION
+            self.medicine(r)
+            for r in record.medication_requests
+            if status(r) in CURRENT_MEDICATION and r.get("doNotPerform") is not True
         ]
 
     def threshold(self, threshold_id: str) -> float:

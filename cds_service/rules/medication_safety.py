@@ -1,58 +1,101 @@
-"""Medication review for the cramp-related medicines: Beers 2023, kidney function, CNS burden, quinine."""
+"""Medication safety on every hook: Beers 2023 from the older-adult age, kidney function, CNS
+burden, tizanidine with CYP1A2 inhibitors, two muscle relaxants, quinine for cramps.
+
+Each check reads the medicines under review (patient-view: every current medicine; order-select and
+order-sign: the orders under decision) within the regimen they belong to (current medicines and,
+when ordering, the pending drafts), so a combination raised when one of its medicines is ordered is
+raised too when the patient already takes it.
+"""
 
 from __future__ import annotations
 
-from cds_service.fhir.data import Resource, clinical_time, quantity, valid_id
+from collections.abc import Iterable
+from typing import Any
+
+from cds_service.fhir.data import (
+    Resource,
+    clinical_time,
+    codings,
+    items,
+    quantity,
+    status,
+    texts,
+    valid_id,
+)
 from cds_service.rules.common import day, medicine_line, names
 from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
 
+PATIENT_VIEW = "patient-view"
+# The facts in which a finding names medicines (card text joins several with ", ").
+_MEDICINE_FACTS = ("medicine", "partner", "others", "relaxants", "depressants", "medicines")
+
 
 def evaluate(ev: Evaluation) -> list[Finding]:
-    """Every medication-safety card that applies to the patient's current medicines."""
-    return [
-        *beers_muscle_relaxants(ev),
-        *baclofen_with_low_egfr(ev),
-        *relaxant_with_opioid_or_benzodiazepine(ev),
-        *cns_active_burden(ev),
-        *quinine_for_cramps(ev),
+    """patient-view: every medication-safety card for the patient's current medicines."""
+    current = ev.current_medicines
+    return [*review(ev, current, current), *quinine_for_cramps(ev, current)]
+
+
+def review(ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]) -> list[Finding]:
+    """The checks every hook runs: those about the medicines under review, within the regimen."""
+    found = [
+        *beers_muscle_relaxants(ev, under_review),
+        *baclofen_with_low_egfr(ev, under_review),
+        *tizanidine_with_cyp1a2_inhibitor(ev, under_review, regimen),
+        *duplicate_muscle_relaxants(ev, under_review, regimen),
+        *relaxant_with_opioid_or_benzodiazepine(ev, under_review, regimen),
+        *cns_active_burden(ev, under_review, regimen),
     ]
+    return one_per_combination(found)
 
 
-def _deletable(medicine: Medicine) -> bool:
-    """Whether a suggestion may delete the medicine's order (a MedicationRequest with a valid id)."""
-    request = medicine.request
-    return request.get("resourceType") == "MedicationRequest" and valid_id(request.get("id"))
+def older_adult(ev: Evaluation) -> bool:
+    """Whether the patient has reached the older-adult age of thresholds.yaml (Beers 2023 applies);
+    an unknown age is not assumed to."""
+    return ev.age is not None and ev.age >= ev.threshold("older-adult-age")
 
 
-def beers_muscle_relaxants(ev: Evaluation) -> list[Finding]:
-    """Age >= 65 on a Beers 2023 Table 2 skeletal muscle relaxant: one card per order, to deprescribe."""
-    age = ev.age
-    if age is None or age < ev.threshold("older-adult-age"):
+def stop_facts(ev: Evaluation, medicine: Medicine) -> dict[str, Any]:
+    """The facts of a suggestion to stop a medicine under review: on patient-view a current
+    medicine is discontinued; when ordering, a draft is removed and a re-signed order not renewed."""
+    request, name = medicine.request, medicine.name
+    if ev.hook == PATIENT_VIEW:
+        label = f"Discontinue {name}"
+        deletable = request.get("resourceType") == "MedicationRequest" and valid_id(
+            request.get("id")
+        )
+    else:
+        draft = status(request) == "draft"
+        label = f"Remove the draft order for {name}" if draft else f"Do not renew {name}"
+        deletable = valid_id(request.get("id"))
+    return {"medicine": name, "order": medicine.ref, "deletable": deletable, "stop_label": label}
+
+
+def beers_muscle_relaxants(ev: Evaluation, under_review: list[Medicine]) -> list[Finding]:
+    """From the older-adult age, each Beers 2023 Table 2 skeletal muscle relaxant under review;
+    a medicine being ordered may be replaced by a physical therapy referral."""
+    if not older_adult(ev):
         return []
+    ordering = ev.hook != PATIENT_VIEW
     return [
         Finding(
             "beers-muscle-relaxant",
             {
-                "medicine": m.name,
-                "age": str(age),
-                "order": m.ref,
-                "deletable": _deletable(m),
-                "stop_label": f"Discontinue {m.name}",
-                "replaceable": False,
+                **stop_facts(ev, m),
+                "age": str(ev.age),
+                "replaceable": ordering and valid_id(m.request.get("id")),
             },
             (medicine_line(m),),
         )
-        for m in ev.medicines("muscle-relaxants-beers")
+        for m in ev.medicines("muscle-relaxants-beers", under_review)
     ]
 
 
-def baclofen_with_low_egfr(ev: Evaluation, among: list[Medicine] | None = None) -> list[Finding]:
-    """Baclofen (current, or `among` the given medicines) with the latest eGFR below the Beers 2023
-    Table 6 limit."""
-    baclofen = ev.medicines("baclofen", among)
-    if not baclofen:
-        return []
-    egfr = latest_egfr(ev)
+def baclofen_with_low_egfr(ev: Evaluation, under_review: list[Medicine]) -> list[Finding]:
+    """Baclofen under review with the latest eGFR below the limit: Beers 2023 Table 6 from the
+    older-adult age, the label's caution and lower dose below it (either way: taper to stop)."""
+    baclofen = ev.medicines("baclofen", under_review)
+    egfr = latest_egfr(ev) if baclofen else None
     if egfr is None:
         return []
     value, observation = egfr
@@ -65,7 +108,8 @@ def baclofen_with_low_egfr(ev: Evaluation, among: list[Medicine] | None = None) 
         f"- eGFR {value:g} mL/min/1.73 m2 on {taken} ({reference(observation)})",
         *map(medicine_line, baclofen),
     )
-    return [Finding("baclofen-renal", facts, evidence)]
+    variant = "older-adult" if older_adult(ev) else None
+    return [Finding("baclofen-renal", facts, evidence, variant=variant)]
 
 
 def latest_egfr(ev: Evaluation) -> tuple[float, Resource] | None:
@@ -82,21 +126,122 @@ def latest_egfr(ev: Evaluation) -> tuple[float, Resource] | None:
     return None
 
 
-def relaxant_with_opioid_or_benzodiazepine(ev: Evaluation) -> list[Finding]:
-    """A muscle relaxant together with an opioid or a benzodiazepine (additive CNS depression)."""
-    relaxants = ev.medicines("muscle-relaxants")
-    depressants = ev.medicines("opioids") + ev.medicines("benzodiazepines")
-    if not relaxants or not depressants:
+def systemic(ev: Evaluation, medicine: Medicine) -> bool:
+    """Whether a medicine reaches the circulation. Not when every coded route of its dosage is
+    ophthalmic, otic or topical; with no coded route, not when the route text, the medicine's name
+    or its dose form says so (eye or ear drops). A coded oral or IV route wins over text."""
+    request = medicine.request
+    dosages = items(request.get("dosageInstruction")) + items(request.get("dosage"))
+    routes = [
+        d["route"] for d in dosages if isinstance(d, dict) and isinstance(d.get("route"), dict)
+    ]
+    local = ev.knowledge.valueset("non-systemic-routes")
+    coded = [r for r in routes if codings(r)]
+    if coded:
+        return not all(local.has(ev.knowledge.code_keys(r)) for r in coded)
+    medication = ev.record.medication_of(request) or {}
+    words = [
+        *medicine.texts,
+        *texts(medication.get("form")),
+        *(t for r in routes for t in texts(r)),
+    ]
+    return local.name_in(words) is None
+
+
+def cyp1a2_inhibitor(ev: Evaluation, medicine: Medicine) -> str | None:
+    """The tizanidine label's grade for a systemic CYP1A2 inhibitor (critical: contraindicated;
+    warning: avoid), or None."""
+    if ev.is_in(medicine, "tizanidine-cyp1a2-contraindicated"):
+        grade = "critical"
+    elif ev.is_in(medicine, "tizanidine-cyp1a2-inhibitors"):
+        grade = "warning"
+    else:
+        return None
+    return grade if systemic(ev, medicine) else None
+
+
+def tizanidine_with_cyp1a2_inhibitor(
+    ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]
+) -> list[Finding]:
+    """Tizanidine with a systemic CYP1A2 inhibitor, either one under review: critical when any
+    partner is contraindicated (fluvoxamine, ciprofloxacin), else the label's warning."""
+    found = []
+    for medicine in under_review:
+        others = [m for m in regimen if not same_order(m, medicine)]
+        if ev.is_in(medicine, "tizanidine"):
+            partners = [m for m in others if cyp1a2_inhibitor(ev, m)]
+            grades = {cyp1a2_inhibitor(ev, m) for m in partners}
+        else:
+            grade = cyp1a2_inhibitor(ev, medicine)
+            # A tizanidine also under review raises the card from its own side.
+            partners = [
+                m for m in ev.medicines("tizanidine", others) if not _involves([m], under_review)
+            ]
+            grades = {grade} if grade and partners else set()
+        if not grades:
+            continue
+        # The contraindicated partners first: they are what the critical card is about.
+        partners.sort(key=lambda m: (cyp1a2_inhibitor(ev, m) != "critical", m.name))
+        partner = ", ".join(dict.fromkeys(m.name for m in partners))
+        facts = {**stop_facts(ev, medicine), "partner": partner}
+        if ev.hook == PATIENT_VIEW:
+            facts["deletable"] = False  # which one to change is the prescriber's choice
+        variant = None if "critical" in grades else "label-warning"
+        evidence = (medicine_line(medicine), *map(medicine_line, partners))
+        found.append(Finding("tizanidine-cyp1a2-interaction", facts, evidence, variant=variant))
+    return found
+
+
+def duplicate_muscle_relaxants(
+    ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]
+) -> list[Finding]:
+    """A muscle relaxant under review with another, different one in the regimen."""
+    found = []
+    for medicine in ev.medicines("muscle-relaxants", under_review):
+        same = identity(ev, medicine, "muscle-relaxants")
+        others = [
+            m
+            for m in ev.medicines("muscle-relaxants", regimen)
+            if not same_order(m, medicine) and identity(ev, m, "muscle-relaxants") != same
+        ]
+        if not others:
+            continue
+        facts = {**stop_facts(ev, medicine), "others": names(others)}
+        if ev.hook == PATIENT_VIEW:
+            facts["deletable"] = False  # which one to stop is the prescriber's choice
+        evidence = (medicine_line(medicine), *map(medicine_line, others))
+        variant = _baclofen_variant(ev, [medicine, *others])
+        found.append(Finding("duplicate-muscle-relaxant", facts, evidence, variant=variant))
+    return found
+
+
+def relaxant_with_opioid_or_benzodiazepine(
+    ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]
+) -> list[Finding]:
+    """Muscle relaxants with opioids or benzodiazepines in the regimen, one of them under review
+    (additive CNS depression)."""
+    relaxants = ev.medicines("muscle-relaxants", regimen)
+    depressants = ev.medicines("opioids", regimen) + ev.medicines("benzodiazepines", regimen)
+    if not relaxants or not depressants or not _involves(under_review, relaxants + depressants):
         return []
     facts = {"relaxants": names(relaxants), "depressants": names(depressants)}
     evidence = tuple(map(medicine_line, [*relaxants, *depressants]))
-    return [Finding("relaxant-with-cns-depressant", facts, evidence)]
+    variant = _baclofen_variant(ev, relaxants)
+    return [Finding("relaxant-with-cns-depressant", facts, evidence, variant=variant)]
 
 
-def cns_active_burden(ev: Evaluation, among: list[Medicine] | None = None) -> list[Finding]:
-    """Three or more distinct CNS-active medicines, current or `among` those given (Beers 2023 Table 5)."""
+def cns_active_burden(
+    ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]
+) -> list[Finding]:
+    """From the older-adult age, three or more distinct CNS-active medicines (Beers 2023 Table 5
+    classes) in the regimen, one of them under review."""
+    if not older_adult(ev):
+        return []
+    active = ev.medicines("cns-active", regimen)
+    if not _involves(under_review, active):
+        return []
     distinct: dict[str, Medicine] = {}
-    for medicine in ev.medicines("cns-active", among):
+    for medicine in active:
         distinct.setdefault(identity(ev, medicine, "cns-active"), medicine)
     minimum = int(ev.threshold("cns-active-count"))
     if len(distinct) < minimum:
@@ -106,23 +251,17 @@ def cns_active_burden(ev: Evaluation, among: list[Medicine] | None = None) -> li
         "medicines": names(distinct.values()),
         "minimum": str(minimum),
     }
-    return [Finding("cns-active-burden", facts, tuple(map(medicine_line, distinct.values())))]
+    evidence = tuple(map(medicine_line, distinct.values()))
+    variant = _baclofen_variant(ev, list(distinct.values()))
+    return [Finding("cns-active-burden", facts, evidence, variant=variant)]
 
 
-def quinine_for_cramps(ev: Evaluation) -> list[Finding]:
-    """Quinine prescribed to a patient with leg cramps (FDA boxed warning)."""
+def quinine_for_cramps(ev: Evaluation, medicines: list[Medicine]) -> list[Finding]:
+    """Quinine among the given medicines of a patient with leg cramps (FDA boxed warning); the
+    caller has established the cramps."""
     return [
-        Finding(
-            "quinine-for-cramps",
-            {
-                "medicine": m.name,
-                "order": m.ref,
-                "stop_label": f"Discontinue {m.name}",
-                "deletable": _deletable(m),
-            },
-            (medicine_line(m),),
-        )
-        for m in ev.medicines("quinine")
+        Finding("quinine-for-cramps", stop_facts(ev, m), (medicine_line(m),))
+        for m in ev.medicines("quinine", medicines)
     ]
 
 
@@ -135,3 +274,47 @@ def identity(ev: Evaluation, medicine: Medicine, vs_id: str) -> str:
         return found
     rxnorm = next((c.code for c in medicine.codings if "rxnorm" in c.system), None)
     return rxnorm or medicine.name.lower()
+
+
+def one_per_combination(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings, one per kind and set of medicines named (a pair seen from each of its
+    medicines is one card), less each one whose medicines another of its kind names, and more.
+
+    A finding tied to one order (its remove or replace action) is kept unless the same medicines
+    were already raised.
+    """
+    found: dict[tuple[str, frozenset[str]], Finding] = {}
+    for finding in findings:
+        found.setdefault((finding.kind, _medicines_named(finding)), finding)
+    return [
+        finding
+        for (kind, named), finding in found.items()
+        if "order" in finding.facts
+        or not any(other_kind == kind and named < other for other_kind, other in found)
+    ]
+
+
+def _medicines_named(finding: Finding) -> frozenset[str]:
+    # Facts name medicines by their display name, joined with ", ": the same medicine reads the
+    # same, so the split names compare as they are.
+    named: set[str] = set()
+    for fact in _MEDICINE_FACTS:
+        value = finding.facts.get(fact)
+        if isinstance(value, str):
+            named.update(value.split(", "))
+    return frozenset(named)
+
+
+def same_order(a: Medicine, b: Medicine) -> bool:
+    """Whether two medicines are one order: the same resource, or the same `Type/id` (a re-signed
+    order is both a current medicine and a draft)."""
+    return a.request is b.request or (valid_id(a.request.get("id")) and a.ref == b.ref)
+
+
+def _involves(under_review: list[Medicine], medicines: list[Medicine]) -> bool:
+    return any(same_order(m, other) for m in under_review for other in medicines)
+
+
+def _baclofen_variant(ev: Evaluation, medicines: list[Medicine]) -> str | None:
+    """The `baclofen` text (stop it by tapering) when a card that may advise stopping names baclofen."""
+    return "baclofen" if ev.medicines("baclofen", medicines) else None

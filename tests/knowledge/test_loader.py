@@ -14,6 +14,19 @@ from tests.conftest import ROOT
 # (file in cards/, text in it, what it becomes, the one problem the loader must report)
 BREAKAGES = [
     (
+        "cards.yaml",
+        'advises avoiding below {limit}"',
+        'advises avoiding below {limits}"',
+        "cards.yaml: baclofen-renal: variant 'older-adult': summary names '{limits}', which is not"
+        " among its facts",
+    ),
+    (
+        "cards.yaml",
+        "sources: [BEERS2023, BACLOFEN_LABEL]",
+        "sources: [BEERS2023, NOWHERE]",
+        "cards.yaml: baclofen-renal: variant 'older-adult': source 'NOWHERE' is not in sources.yaml",
+    ),
+    (
         "thresholds.yaml",
         "    value: 90\n",
         "    value: ninety\n",
@@ -154,6 +167,22 @@ def break_file(cards: Path, name: str, old: str, new: str) -> None:
 
 def test_the_shipped_knowledge_base_loads(cards: Path) -> None:
     assert load_knowledge(cards).cards
+
+
+def test_a_variant_replaces_text_sources_and_indicator_and_keeps_the_rest(cards: Path) -> None:
+    kind = load_knowledge(cards).cards["tizanidine-cyp1a2-interaction"]
+    warning = kind.variant("label-warning")
+    assert (kind.indicator, warning.indicator) == ("critical", "warning")
+    assert warning.summary != kind.summary and warning.detail != kind.detail
+    assert warning.sources == ("TIZANIDINE_LABEL_CYP1A2",)
+    assert "Other CYP1A2 inhibitors" in warning.citations
+    assert "Other CYP1A2 inhibitors" not in kind.citations
+    assert (warning.source, warning.suggestions, warning.facts) == (
+        kind.source,
+        kind.suggestions,
+        kind.facts,
+    )
+    assert kind.variant(None) is kind
 
 
 @pytest.mark.parametrize(("name", "old", "new", "problem"), BREAKAGES, ids=lambda v: None)

@@ -1,0 +1,132 @@
+"""Medication safety: one card per combination, routes that are not systemic, who is an older adult."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge import Knowledge
+from cds_service.rules.evaluation import Evaluation, Finding
+from cds_service.rules.medication_safety import older_adult, one_per_combination, systemic
+
+SCT = "http://snomed.info/sct"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_a_combination_named_in_full_by_another_card_of_its_kind_is_dropped() -> None:
+    pair = Finding("relaxant-with-cns-depressant", {"relaxants": "A", "depressants": "C"})
+    fuller = Finding("relaxant-with-cns-depressant", {"relaxants": "A, B", "depressants": "C"})
+    other = Finding("relaxant-with-cns-depressant", {"relaxants": "D", "depressants": "C"})
+
+    assert one_per_combination([pair, fuller, other]) == [fuller, other]
+
+
+def test_cards_of_other_kinds_or_tied_to_an_order_are_kept() -> None:
+    burden = Finding("cns-active-burden", {"medicines": "A, B, C"})
+    pair = Finding("relaxant-with-cns-depressant", {"relaxants": "A", "depressants": "C"})
+    # Each order's own card carries its remove action: never folded into another order's card.
+    second = Finding("duplicate-muscle-relaxant", {"medicine": "A", "others": "B", "order": "o/1"})
+    third = Finding(
+        "duplicate-muscle-relaxant", {"medicine": "C", "others": "A, B", "order": "o/2"}
+    )
+
+    assert one_per_combination([burden, pair, second, third]) == [burden, pair, second, third]
+
+
+def test_a_pair_seen_from_each_of_its_medicines_is_one_card() -> None:
+    one_side = Finding(
+        "tizanidine-cyp1a2-interaction", {"medicine": "T", "partner": "C", "order": "a/1"}
+    )
+    other_side = Finding(
+        "tizanidine-cyp1a2-interaction", {"medicine": "C", "partner": "T", "order": "a/2"}
+    )
+
+    assert one_per_combination([one_side, other_side]) == [one_side]
+
+
+def _evaluation(knowledge: Knowledge, birth: str | None = None, **lists: Any) -> Evaluation:
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": birth} if birth else None
+    record = PatientRecord(patient_id="p", patient=patient, **lists)
+    return Evaluation("patient-view", {"patientId": "p"}, record, knowledge, NOW)
+
+
+def _route(code: str | None, text: str | None = None) -> dict[str, Any]:
+    route: dict[str, Any] = {}
+    if code:
+        route["coding"] = [{"system": SCT, "code": code}]
+    if text:
+        route["text"] = text
+    return route
+
+
+@pytest.mark.parametrize(
+    ("name", "dosage", "expected"),
+    [
+        ("ciprofloxacin 500 MG Oral Tablet", [], True),
+        ("ciprofloxacin 0.3% ophthalmic solution", [], False),
+        ("ciprofloxacin 0.3% eye drops", [{"text": "1 drop each eye"}], False),
+        ("Ciprodex otic suspension", [], False),
+        ("acyclovir 5% cream", [{"route": _route("6064005")}], False),  # coded topical
+        ("ciprofloxacin 0.3% solution", [{"route": _route("54485002")}], False),  # ophthalmic
+        ("ciprofloxacin 0.3% solution", [{"route": _route(None, "Otic")}], False),  # route text
+        # A coded oral route wins over a dose form named in text.
+        ("ciprofloxacin ophthalmic", [{"route": _route("26643006")}], True),
+        # Only some routes non-systemic: the medicine still reaches the circulation.
+        ("ciprofloxacin", [{"route": _route("54485002")}, {"route": _route("26643006")}], True),
+        # An unknown local route code is not read as non-systemic.
+        ("ciprofloxacin", [{"route": {"coding": [{"system": "urn:local", "code": "EYE"}]}}], True),
+    ],
+)
+def test_routes_and_dose_forms_decide_whether_a_medicine_is_systemic(
+    knowledge: Knowledge, name: str, dosage: list[dict[str, Any]], expected: bool
+) -> None:
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "m",
+        "status": "active",
+        "medicationCodeableConcept": {"text": name},
+        "dosageInstruction": dosage,
+    }
+    ev = _evaluation(knowledge, medication_requests=[request])
+    assert systemic(ev, ev.current_medicines[0]) is expected
+
+
+def test_a_medication_statement_s_dosage_route_is_read(knowledge: Knowledge) -> None:
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "s",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "ciprofloxacin 0.3% solution"},
+        "dosage": [{"route": _route("10547007")}],
+    }
+    ev = _evaluation(knowledge, medication_requests=[statement])
+    assert systemic(ev, ev.current_medicines[0]) is False
+
+
+def test_a_request_not_to_give_a_medicine_is_not_taken(knowledge: Knowledge) -> None:
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "m",
+        "status": "active",
+        "doNotPerform": True,
+        "medicationCodeableConcept": {"text": "ciprofloxacin 500 MG Oral Tablet"},
+    }
+    assert _evaluation(knowledge, medication_requests=[request]).current_medicines == []
+
+
+@pytest.mark.parametrize(
+    ("birth", "expected"),
+    [
+        ("1961-11-25", False),  # 65th birthday tomorrow: 64 completed years
+        ("1961-11-24", True),  # 65 today
+        ("1950-01-01", True),
+        (None, False),  # unknown age: Beers is not assumed to apply
+    ],
+)
+def test_older_adult_from_the_threshold_age(
+    knowledge: Knowledge, birth: str | None, expected: bool
+) -> None:
+    assert older_adult(_evaluation(knowledge, birth)) is expected
