@@ -93,11 +93,9 @@ class Server:
                 counts.append(sum(1 for fd in fds if _readlink(fd) in inodes))
         return sorted(counts, reverse=True)
 
-    def code(self) -> str:
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("Code: "):
-                return line.removeprefix("Code: ")
-        return "not reported"
+    def code(self) -> str:  # what serve says it runs: compiled modules or pure Python
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return next((line[6:] for line in lines if line.startswith("Code: ")), "not reported")
 
     def stop(self) -> None:
         for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
@@ -108,10 +106,9 @@ class Server:
 
 
 def _readlink(path: Path) -> str:
-    try:
+    with contextlib.suppress(OSError):
         return os.readlink(path)
-    except OSError:
-        return ""
+    return ""
 
 
 def http(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, bytes]:
@@ -126,8 +123,6 @@ def http(url: str, body: bytes | None = None, token: str | None = None) -> tuple
         return error.code, error.read()
 
 
-# ---------------------------------------------------------------------------------------------
-# Keys and tokens
 
 
 def make_keys() -> dict[str, Any]:
@@ -171,8 +166,6 @@ def sign_tokens(pool: ProcessPoolExecutor, key: Any, alg: str, audience: str, co
     return [t for part in pool.map(_sign, *zip(*[(alg, pem, audience, n) for n in chunks])) for t in part]
 
 
-# ---------------------------------------------------------------------------------------------
-# wrk
 
 
 def wrk(server: Server, path: str, body: Path, tokens: Path | None, first: int, seconds: int,
@@ -213,8 +206,6 @@ def wrk(server: Server, path: str, body: Path, tokens: Path | None, first: int, 
     return run
 
 
-# ---------------------------------------------------------------------------------------------
-# The benchmark
 
 
 def parse_args() -> argparse.Namespace:
@@ -407,8 +398,6 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "wrk": run("wrk", "--version").split(" [")[0]}
 
 
-# ---------------------------------------------------------------------------------------------
-# Report
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
