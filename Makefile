@@ -46,8 +46,8 @@ typecheck: $(VENV)/.installed-test
 fhir-server: fhir_server/node_modules/.package-lock.json
 	node --experimental-websocket fhir_server/server.mjs --port $(FHIR_PORT) --seed fixtures/fhir
 
-## make bench: service vs a framework floor under gunicorn, wrk load (needs wrk); see bench/README.md
-bench: $(VENV)/.installed fhir_server/node_modules/.package-lock.json
+## make bench: the production shape (serve, JWTs, PostgreSQL) vs two floors, wrk load; bench/README.md
+bench: $(VENV)/.installed
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
