@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
+from cds_service.clinical_text import EegLexicon, EegLexiconError, load_eeg_lexicon
 from cds_service.knowledge.valuesets import Key, ValueSet, code_keys, normalize_code
 
 # `{codes:a,b}` in a prefetch query: the codes of those value sets as a FHIR token OR-list.
@@ -24,6 +25,8 @@ PREFETCH_SYSTEMS = {"http://loinc.org", "http://snomed.info/sct", "http://www.am
 CARD_KIND_SYSTEM = "urn:leg-cramps-cds:card-kind"
 # What an order template may name besides a finding's facts: filled in for each call.
 CALL_VALUES = ("patient_id", "today")
+# CDS Hooks 2.0 Card.summary: "<140-character summary message".
+SUMMARY_LIMIT = 139
 
 
 class KnowledgeError(Exception):
@@ -104,14 +107,32 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
+class Text:
+    """What a card says: summary templates (longest first; the first that fits is shown) and the
+    detail template."""
+
+    summaries: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One wording of a sentence a card's text names: used when its `when` fact is true (or always)."""
+
+    text: str  # a template
+    when: str | None = None
+
+
+@dataclass(frozen=True)
 class CardKind:
     """Everything fixed about one kind of card, worked out once at load."""
 
     key: str
     cause: str
     indicator: str
-    summary: str  # a template
-    detail: str  # a template
+    text: Text
+    variants: dict[str, Text]  # other wordings a rule may choose (Finding.variant)
+    phrases: dict[str, tuple[Phrase, ...]]  # sentences named in the text, chosen by facts
     facts: tuple[str, ...]  # the facts its templates and suggestions may name
     sources: tuple[str, ...]  # keys of sources.yaml
     citations: str  # the Markdown block closing the detail: its sources' citations, the advisory
@@ -134,6 +155,7 @@ class Knowledge:
     cards: dict[str, CardKind]
     orders: dict[str, dict[str, Any]]
     services: tuple[Service, ...]
+    eeg_reading: EegLexicon  # how EEG report text is read (cards/eeg-reading.yaml)
     directory: Path = field(default=Path("cards"))
 
     def valueset(self, vs_id: str) -> ValueSet:
@@ -303,6 +325,10 @@ def load_knowledge(directory: Path) -> Knowledge:
     if len(set(pairs)) != len(pairs):
         problems.append("services.yaml: an (id, hook) pair is listed twice")
 
+    try:
+        eeg_reading = load_eeg_lexicon(directory, sources.keys())
+    except EegLexiconError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise KnowledgeError(problems)
     return Knowledge(
@@ -313,6 +339,7 @@ def load_knowledge(directory: Path) -> Knowledge:
         cards=cards,
         orders=orders,
         services=services,
+        eeg_reading=eeg_reading,
         directory=directory,
     )
 
@@ -335,6 +362,17 @@ def _card_kind(
         if reason not in reasons["codes"]:
             problems.append(f"{where}: override reason '{reason}' is not defined")
 
+    phrases = {
+        name: tuple(Phrase(p["text"], p.get("when")) for p in alternatives)
+        for name, alternatives in card.get("phrases", {}).items()
+    }
+    for name, alternatives in phrases.items():
+        if name in facts:
+            problems.append(f"{where}: phrase '{name}' has the name of a fact")
+        for phrase in alternatives:
+            if phrase.when and phrase.when not in facts:
+                problems.append(f"{where}: phrase '{name}': when '{phrase.when}' is not a fact")
+
     def check_template(template: Any, what: str, also: tuple[str, ...] = ()) -> None:
         try:
             unknown = placeholders(template) - {*facts, *also}
@@ -344,8 +382,22 @@ def _card_kind(
         for name in sorted(unknown):
             problems.append(f"{where}: {what} names '{{{name}}}', which is not among its facts")
 
-    check_template(card["summary"], "summary")
-    check_template(card["detail"], "detail")
+    for name, alternatives in phrases.items():
+        for phrase in alternatives:
+            check_template(phrase.text, f"phrase '{name}'")
+
+    def text(spec: dict[str, Any], what: str) -> Text:
+        summaries = spec["summary"] if isinstance(spec["summary"], list) else [spec["summary"]]
+        for summary in summaries:
+            check_template(summary, f"{what}summary")
+        check_template(spec["detail"], f"{what}detail", tuple(phrases))
+        _check_summary_fits(summaries[-1], cards_doc["fact_examples"], f"{where}: {what}", problems)
+        return Text(tuple(summaries), spec["detail"])
+
+    main = text(card, "")
+    variants = {
+        name: text(v, f"variant '{name}': ") for name, v in card.get("variants", {}).items()
+    }
     suggestions = []
     for spec in card.get("suggestions", []):
         what = f"suggestion '{spec['id']}'"
@@ -389,8 +441,9 @@ def _card_kind(
         key=key,
         cause=card["cause"],
         indicator=card["indicator"],
-        summary=card["summary"],
-        detail=card["detail"],
+        text=main,
+        variants=variants,
+        phrases=phrases,
         facts=facts,
         sources=tuple(card["sources"]),
         citations=f"**Sources**\n\n{citations}\n\n{cards_doc['advisory']}",
@@ -408,6 +461,27 @@ def _card_kind(
         ),
         snooze_days=card["snooze_days"],
     )
+
+
+def _check_summary_fits(
+    summary: str, examples: dict[str, Any], where: str, problems: list[str]
+) -> None:
+    """The shortest summary must fit the limit when its facts take their longest realistic values."""
+    try:
+        named = placeholders(summary)
+    except ValueError:
+        return  # reported by check_template
+    missing = sorted(named - examples.keys())
+    for name in missing:
+        problems.append(f"{where}summary names '{{{name}}}', which has no fact_examples entry")
+    if missing:
+        return
+    filled = fill(summary, examples)
+    if len(filled) > SUMMARY_LIMIT:
+        problems.append(
+            f"{where}summary is {len(filled)} characters with the longest realistic facts "
+            f"(limit {SUMMARY_LIMIT}): declare a shorter form"
+        )
 
 
 def _system_names(sources_doc: dict[str, Any]) -> dict[str, str]:

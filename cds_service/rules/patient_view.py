@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from cds_service.clinical_text import affirmed
+from cds_service.fhir.data import status, texts
 from cds_service.rules import calcium, medication_safety, seizure, spasticity
-from cds_service.rules.evaluation import Evaluation, Finding
+from cds_service.rules.common import infarctions
+from cds_service.rules.evaluation import (
+    USABLE_RESULT,
+    Evaluation,
+    Finding,
+    condition_is_active,
+)
 
 
 def in_scope(ev: Evaluation) -> bool:
     """A cerebral infarction (current or past, not refuted or entered in error) and documented leg cramps."""
-    infarction = ev.conditions("cerebral-infarction", active_only=False)
-    cramps = ev.conditions("leg-cramps", active_only=True) or ev.results("leg-cramps")
-    return bool(infarction and cramps)
+    return bool(infarctions(ev)) and cramps_documented(ev)
+
+
+def cramps_documented(ev: Evaluation) -> bool:
+    """Active leg cramps: coded (Condition or Observation), or named in the text of a Condition or
+    Observation coded only locally, where the name is not negated (NegEx, cards/eeg-reading.yaml)."""
+    if ev.conditions("leg-cramps", active_only=True) or ev.results("leg-cramps"):
+        return True
+    names = ev.knowledge.valueset("leg-cramps-text").name_pattern
+    if names is None:
+        return False
+    written = [c for c in ev.record.conditions if condition_is_active(c)]
+    written += [o for o in ev.record.observations if status(o) in USABLE_RESULT]
+    lexicon = ev.knowledge.eeg_reading
+    return any(affirmed(text, names, lexicon) for r in written for text in texts(r.get("code")))
 
 
 def evaluate(ev: Evaluation) -> list[Finding]:
