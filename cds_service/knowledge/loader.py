@@ -436,7 +436,15 @@ def _card_kind(
     }
     if spec.get("url"):
         source["url"] = spec["url"]
-    citations = "\n".join(f"- {sources[s]['citation']}" for s in card["sources"] if s in sources)
+    cited = [sources[s] for s in card["sources"] if s in sources]
+    for key in card["sources"]:
+        if key in sources and "short" not in sources[key]:
+            problems.append(f"{where}: source '{key}' has no short citation in sources.yaml")
+    citations = "; ".join(c.get("short", "") for c in cited)
+    # The full references: each cited source with a public address, after the kind's own links.
+    links = [*card.get("links", [])] + [
+        {"label": c["short"], "url": c["url"]} for c in cited if "short" in c and "url" in c
+    ]
     return CardKind(
         key=key,
         cause=card["cause"],
@@ -446,7 +454,7 @@ def _card_kind(
         phrases=phrases,
         facts=facts,
         sources=tuple(card["sources"]),
-        citations=f"**Sources**\n\n{citations}\n\n{cards_doc['advisory']}",
+        citations=f"**Sources:** {citations}.\n\n{cards_doc['advisory']}",
         source=source,
         suggestions=tuple(suggestions),
         selection_behavior=card.get("selection_behavior", "any"),
@@ -457,7 +465,7 @@ def _card_kind(
         ),
         links=tuple(
             {"label": link["label"], "url": link["url"], "type": "absolute"}
-            for link in card.get("links", [])
+            for link in {link["url"]: link for link in links}.values()
         ),
         snooze_days=card["snooze_days"],
     )

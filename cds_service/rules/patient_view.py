@@ -43,5 +43,7 @@ def evaluate(ev: Evaluation) -> list[Finding]:
     findings = [*calcium_findings, *spasticity_findings, *seizure_findings]
     findings.extend(medication_safety.evaluate(ev))
     if not (calcium_points or spasticity_points or seizure_points):
-        findings.append(Finding("differential-workup"))
+        # The calcium workup card, when shown, holds the calcium part of the workup: not twice.
+        calcium_card = any(f.kind == "calcium-workup" for f in findings)
+        findings.append(Finding("differential-workup", {"calcium_card": calcium_card}))
     return findings
