@@ -110,7 +110,8 @@ def fit_summary(summaries: tuple[str, ...], facts: dict[str, Any]) -> str:
 
 
 def shorten(text: str, limit: int) -> str:
-    """`text` cut to at most `limit` characters at the end of a word, with an ellipsis."""
+    """`text` cut to at most `limit` characters at the end of a word, with an ellipsis (inside
+    the first word only when that word alone is longer than the limit)."""
     if len(text) <= limit:
         return text
     cut = text[: max(limit - 1, 1)]
