@@ -43,7 +43,12 @@ def evaluate(ev: Evaluation) -> list[Finding]:
     findings = [*calcium_findings, *spasticity_findings, *seizure_findings]
     findings.extend(medication_safety.evaluate(ev))
     if not (calcium_points or spasticity_points or seizure_points):
-        # The calcium workup card, when shown, holds the calcium part of the workup: not twice.
-        calcium_card = any(f.kind == "calcium-workup" for f in findings)
-        findings.append(Finding("differential-workup", {"calcium_card": calcium_card}))
+        # A calcium workup or EEG review card, when shown, holds that part of the workup: the
+        # differential points to it rather than saying it twice.
+        shown = {f.kind for f in findings}
+        facts = {
+            "calcium_card": "calcium-workup" in shown,
+            "eeg_card": "eeg-report-review" in shown,
+        }
+        findings.append(Finding("differential-workup", facts))
     return findings
