@@ -7,7 +7,7 @@ from typing import Any
 
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.loader import SUMMARY_LIMIT, CardKind, fill
+from cds_service.knowledge.loader import DETAIL_LIMIT, SUMMARY_LIMIT, CardKind, fill
 from cds_service.rules.evaluation import Finding
 
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -51,8 +51,9 @@ def render_card(
     summary = fit_summary(text.summaries, facts)
     values = {**facts, **phrases(kind, facts)}
     parts = [fill(text.detail, values).strip()]
+    room = DETAIL_LIMIT - sum(len(p) + 2 for p in parts) - len(kind.citations)
     if finding.evidence:
-        parts.append("**Evidence**\n\n" + "\n".join(map(untagged, finding.evidence)))
+        parts.append(evidence_block(list(map(untagged, finding.evidence)), kind, room))
     parts.append(kind.citations)
     card: dict[str, Any] = {
         "uuid": clock.new_id(),
@@ -70,6 +71,21 @@ def render_card(
     if kind.links:
         card["links"] = list(kind.links)
     return card
+
+
+def evidence_block(lines: list[str], kind: CardKind, room: int) -> str:
+    """The Evidence block: as many lines as fit in `room` characters, then one line saying how many
+    more are on file (the first lines are the newest or most relevant: the rules order them)."""
+    heading = "**Evidence**\n\n"
+    shown: list[str] = []
+    for index, line in enumerate(lines):
+        rest = len(lines) - index - 1
+        tail = len(fill(kind.more_evidence, {"count": rest})) + 1 if rest else 0
+        if len(heading) + sum(len(s) + 1 for s in shown) + len(line) + tail > room:
+            more = fill(kind.more_evidence, {"count": len(lines) - len(shown)})
+            return heading + "\n".join([*shown, more])
+        shown.append(line)
+    return heading + "\n".join(shown)
 
 
 def phrases(kind: CardKind, facts: dict[str, Any]) -> dict[str, str]:

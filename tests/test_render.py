@@ -6,7 +6,7 @@ import pytest
 
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.loader import SUMMARY_LIMIT
+from cds_service.knowledge.loader import DETAIL_LIMIT, SUMMARY_LIMIT
 from cds_service.render import fit_summary, render_card, shorten, untagged
 from cds_service.rules.evaluation import Finding
 
@@ -86,3 +86,27 @@ def test_a_phrase_is_chosen_by_the_facts(knowledge: Knowledge) -> None:
     off_card = render_card(Finding("spasticity-review", off), kind, Clock(), CALL)
     assert "medicines: baclofen." in on_card["detail"]
     assert "No antispasticity or muscle-relaxant medicine is on file." in off_card["detail"]
+
+
+def test_evidence_beyond_the_detail_limit_is_counted_not_shown(knowledge: Knowledge) -> None:
+    lines = tuple(
+        f"- Epilepsy, entry {n} (2020-01-{n % 28 + 1:02}; Condition/c-{n})" for n in range(60)
+    )
+    facts = {"diagnosis": "Epilepsy", "new_seizure": False, "treated": True}
+    card = render_card(
+        Finding("eeg-recommended", facts, lines), knowledge.cards["eeg-recommended"], Clock(), CALL
+    )
+    assert len(card["detail"]) <= DETAIL_LIMIT
+    shown = [line for line in lines if line in card["detail"]]
+    assert shown == list(lines[: len(shown)]) and 0 < len(shown) < len(lines)
+    assert f"- and {len(lines) - len(shown)} more on file" in card["detail"]
+    assert card["detail"].endswith(knowledge.cards["eeg-recommended"].citations)
+
+
+def test_evidence_that_fits_is_shown_whole(knowledge: Knowledge) -> None:
+    lines = ("- Epilepsy (2020-01-01; Condition/c-1)",)
+    facts = {"diagnosis": "Epilepsy", "new_seizure": False, "treated": True}
+    card = render_card(
+        Finding("eeg-recommended", facts, lines), knowledge.cards["eeg-recommended"], Clock(), CALL
+    )
+    assert "more on file" not in card["detail"] and lines[0] in card["detail"]

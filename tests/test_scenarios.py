@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response
 
 SCENARIOS = sorted((FIXTURES / "scenarios").glob("*.json"))
-# Issue 18 item 7: a detail a clinician reads in five seconds.
+# Issue 18 item 7: a detail a clinician reads in five seconds ("under 1,000 characters").
 DETAIL_LIMIT = 1000
 # The SNOMED CT semantic tags that reach card text from EHR displays (a subset, written out here
 # so that the check does not share the renderer's list).

@@ -27,6 +27,8 @@ CARD_KIND_SYSTEM = "urn:leg-cramps-cds:card-kind"
 CALL_VALUES = ("patient_id", "today")
 # CDS Hooks 2.0 Card.summary: "<140-character summary message".
 SUMMARY_LIMIT = 139
+# Issue 18 item 7: a card's detail (evidence and reasoning) is read in five seconds.
+DETAIL_LIMIT = 999
 
 
 class KnowledgeError(Exception):
@@ -136,6 +138,7 @@ class CardKind:
     facts: tuple[str, ...]  # the facts its templates and suggestions may name
     sources: tuple[str, ...]  # keys of sources.yaml
     citations: str  # the Markdown block closing the detail: its sources' citations, the advisory
+    more_evidence: str  # the evidence line standing for lines left out, naming {count}
     source: dict[str, Any]  # the card's `source`, its topic coded with the kind's key
     suggestions: tuple[Suggestion, ...]
     selection_behavior: str
@@ -281,6 +284,13 @@ def load_knowledge(directory: Path) -> Knowledge:
             cite(f"orders.yaml: {oid}", key)
 
     cards_doc = docs["cards"]
+    try:
+        extra = placeholders(cards_doc["more_evidence"]) - {"count"}
+    except ValueError as exc:
+        extra = set()
+        problems.append(f"cards.yaml: more_evidence: {exc}")
+    for name in sorted(extra):
+        problems.append(f"cards.yaml: more_evidence names '{{{name}}}'; it may name only {{count}}")
     cite("cards.yaml: override_reasons", cards_doc["override_reasons"]["source"])
     cards = {
         key: _card_kind(key, card, cards_doc, sources, orders, cite, problems)
@@ -455,6 +465,7 @@ def _card_kind(
         facts=facts,
         sources=tuple(card["sources"]),
         citations=f"**Sources:** {citations}.\n\n{cards_doc['advisory']}",
+        more_evidence=cards_doc["more_evidence"],
         source=source,
         suggestions=tuple(suggestions),
         selection_behavior=card.get("selection_behavior", "any"),
