@@ -74,14 +74,15 @@ def render_card(
 
 
 def evidence_block(lines: list[str], kind: CardKind, room: int) -> str:
-    """The Evidence block: as many lines as fit in `room` characters, then one line saying how many
-    more are on file (the first lines are the newest or most relevant: the rules order them)."""
+    """The Evidence block: as many lines as fit in `room` characters (the first always: the rules
+    put the newest or most relevant first), then one line saying how many more are on file."""
     heading = "**Evidence**\n\n"
     shown: list[str] = []
     for index, line in enumerate(lines):
         rest = len(lines) - index - 1
         tail = len(fill(kind.more_evidence, {"count": rest})) + 1 if rest else 0
-        if len(heading) + sum(len(s) + 1 for s in shown) + len(line) + tail > room:
+        too_long = len(heading) + sum(len(s) + 1 for s in shown) + len(line) + tail > room
+        if shown and too_long:
             more = fill(kind.more_evidence, {"count": len(lines) - len(shown)})
             return heading + "\n".join([*shown, more])
         shown.append(line)

@@ -110,3 +110,12 @@ def test_evidence_that_fits_is_shown_whole(knowledge: Knowledge) -> None:
         Finding("eeg-recommended", facts, lines), knowledge.cards["eeg-recommended"], Clock(), CALL
     )
     assert "more on file" not in card["detail"] and lines[0] in card["detail"]
+
+
+def test_the_first_evidence_line_is_always_shown(knowledge: Knowledge) -> None:
+    first = "- Epilepsy " + "with a very long display " * 45 + "(2020-01-01; Condition/c-1)"
+    lines = (first, "- Epilepsy (2021-01-01; Condition/c-2)")
+    facts = {"diagnosis": "Epilepsy", "new_seizure": False, "treated": True}
+    kind = knowledge.cards["eeg-recommended"]
+    card = render_card(Finding("eeg-recommended", facts, lines), kind, Clock(), CALL)
+    assert first in card["detail"] and "- and 1 more on file" in card["detail"]
