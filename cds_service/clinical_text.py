@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -242,6 +242,14 @@ def read_eeg_text(text: str, lexicon: EegLexicon) -> EegReading:
     if evidence:
         return EegReading("no-epileptiform", "text", tuple(dict.fromkeys(evidence)))
     return EegReading("unclear", "nothing")
+
+
+def affirmed(text: str, names: re.Pattern[str], lexicon: EegLexicon) -> bool:
+    """Whether `text` names something `names` matches (lower-case, whole words) at least once
+    without a negation, hedge or history cue over it, read with the lexicon's NegEx/ConText cues
+    (e.g. "Nocturnal leg cramps" yes, "No leg cramps" and "Leg cramps: none" no)."""
+    lexicon = replace(lexicon, terms=(Term("named", "named", names),))
+    return any(m.certainty == "affirmed" for m in mentions(text, lexicon))
 
 
 def mentions(text: str, lexicon: EegLexicon) -> list[Mention]:

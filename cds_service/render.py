@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.loader import CardKind, fill
+from cds_service.knowledge.loader import DETAIL_LIMIT, SUMMARY_LIMIT, CardKind, fill
 from cds_service.rules.evaluation import Finding
 
-SUMMARY_LIMIT = 139  # CDS Hooks: "<140-character summary"
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
+# SNOMED CT semantic tags (SNOMED CT Editorial Guide, "Semantic tags"): part of a concept's fully
+# specified name that EHRs often send as its display ("Cerebrovascular accident (disorder)"); a
+# clinician reading a card does not need them.
+SEMANTIC_TAG = re.compile(
+    r"\s*\((?:administration method|assessment scale|attribute|basic dose form|body structure|"
+    r"cell|cell structure|clinical drug|core metadata concept|disorder|disposition|dose form|"
+    r"environment|environment / location|ethnic group|event|finding|foundation metadata concept|"
+    r"geographic location|inactive concept|intended site|life style|link assertion|"
+    r"linkage concept|medicinal product|medicinal product form|metadata|morphologic abnormality|"
+    r"namespace concept|navigational concept|observable entity|occupation|organism|person|"
+    r"physical force|physical object|procedure|product|product name|qualifier value|"
+    r"racial group|record artifact|regime/therapy|release characteristic|religion/philosophy|"
+    r"role|situation|social concept|special concept|specimen|staging scale|state of matter|"
+    r"substance|supplier|transformation|tumor staging|unit of presentation)\)",
+    re.IGNORECASE,
+)
 
 
 def render_cards(
@@ -33,12 +49,14 @@ def render_card(
 
     `call` holds the call's own template values: `patient_id` and `today`.
     """
-    summary = fill(kind.summary, finding.facts)
-    if len(summary) > SUMMARY_LIMIT:
-        summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
-    parts = [fill(kind.detail, finding.facts).strip()]
+    text = kind.text  # render_cards passes the variant the finding names, if any
+    facts = {k: untagged(v) if isinstance(v, str) else v for k, v in finding.facts.items()}
+    summary = fit_summary(text.summaries, facts)
+    values = {**facts, **phrases(kind, facts)}
+    parts = [fill(text.detail, values).strip()]
+    room = DETAIL_LIMIT - sum(len(p) + 2 for p in parts) - len(kind.citations)
     if finding.evidence:
-        parts.append("**Evidence**\n\n" + "\n".join(finding.evidence))
+        parts.append(evidence_block(list(map(untagged, finding.evidence)), kind, room))
     parts.append(kind.citations)
     card: dict[str, Any] = {
         "uuid": clock.new_id(),
@@ -58,10 +76,74 @@ def render_card(
     return card
 
 
+def evidence_block(lines: list[str], kind: CardKind, room: int) -> str:
+    """The Evidence block: as many lines as fit in `room` characters (the first always: the rules
+    put the newest or most relevant first), then one line saying how many more are on file."""
+    heading = "**Evidence**\n\n"
+    shown: list[str] = []
+    for index, line in enumerate(lines):
+        rest = len(lines) - index - 1
+        tail = len(fill(kind.more_evidence, {"count": rest})) + 1 if rest else 0
+        too_long = len(heading) + sum(len(s) + 1 for s in shown) + len(line) + tail > room
+        if shown and too_long:
+            more = fill(kind.more_evidence, {"count": len(lines) - len(shown)})
+            return heading + "\n".join([*shown, more])
+        shown.append(line)
+    return heading + "\n".join(shown)
+
+
+def phrases(kind: CardKind, facts: dict[str, Any]) -> dict[str, str]:
+    """Each phrase of the card kind, in the wording its facts choose (empty when none applies)."""
+    chosen = {}
+    for name, alternatives in kind.phrases.items():
+        phrase = next((p for p in alternatives if not p.when or facts.get(p.when) is True), None)
+        chosen[name] = fill(phrase.text, facts) if phrase else ""
+    return chosen
+
+
+def untagged(text: str) -> str:
+    """Text without SNOMED CT semantic tags."""
+    return SEMANTIC_TAG.sub("", text)
+
+
+def fit_summary(summaries: tuple[str, ...], facts: dict[str, Any]) -> str:
+    """The first summary that fits the limit once filled; failing all, the shortest with its
+    longest fact shortened at a word (so the action the summary ends with is kept)."""
+    for template in summaries:
+        summary = str(fill(template, facts))
+        if len(summary) <= SUMMARY_LIMIT:
+            return summary
+    facts = dict(facts)
+    while len(summary) > SUMMARY_LIMIT:
+        longest = max(
+            (k for k, v in facts.items() if isinstance(v, str) and "{" + k + "}" in template),
+            key=lambda k: len(facts[k]),
+            default=None,
+        )
+        if longest is None or len(facts[longest]) <= 12:
+            return shorten(summary, SUMMARY_LIMIT)
+        facts[longest] = shorten(
+            facts[longest], len(facts[longest]) - (len(summary) - SUMMARY_LIMIT)
+        )
+        summary = str(fill(template, facts))
+    return summary
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at the end of a word, with an ellipsis (inside
+    the first word only when that word alone is longer than the limit)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 1)]
+    if " " in cut and not text[len(cut)].isspace():
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:(") + "…"
+
+
 def _suggestions(
     kind: CardKind, finding: Finding, clock: Clock, call: dict[str, str]
 ) -> list[dict[str, Any]]:
-    facts = finding.facts
+    facts = {k: untagged(v) if isinstance(v, str) else v for k, v in finding.facts.items()}
     values = {**call, **facts}
     suggestions = []
     for spec in kind.suggestions:

@@ -327,7 +327,7 @@ def test_repeated_calls_get_fresh_card_uuids(tmp_path: Path, knowledge: Knowledg
 def test_detail_is_markdown_not_html(cards: list[dict[str, Any]]) -> None:
     for card in cards:
         detail = card["detail"]
-        assert "**Sources**" in detail and "\n- " in detail, detail  # GFM emphasis and a list
+        assert "**Sources:**" in detail and "_Advisory only" in detail, detail  # GFM emphasis
         assert not HTML_TAG.search(detail), detail
 
 
@@ -336,10 +336,13 @@ def test_long_summaries_are_cut_below_140_characters(
 ) -> None:
     cards = app.extensions["cds_runtime"].knowledge.cards
     long = "Calcium " + "very " * 60 + "long summary"
-    monkeypatch.setitem(cards, "calcium-workup", replace(cards["calcium-workup"], summary=long))
+    kind = cards["calcium-workup"]
+    text = replace(kind.text, summaries=(long,))
+    monkeypatch.setitem(cards, "calcium-workup", replace(kind, text=text))
     card = by_topic(call(client, in_scope_body())["cards"], "calcium-workup")
     assert len(card["summary"]) < 140
     assert card["summary"].startswith("Calcium very very")
+    assert card["summary"].endswith("very…")  # cut after a whole word, never inside one
 
 
 def test_suggestions_selection_behavior_and_actions(cards: list[dict[str, Any]]) -> None:
@@ -408,7 +411,7 @@ def test_source_url_is_not_a_patient_drill_down(client: FlaskClient) -> None:
 def test_links_are_absolute_without_app_context(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The shipped cards have no links; this checks the link path with one added to a copy."""
+    """A card's own link comes first, then one for each cited source with an address."""
     copy = tmp_path / "cards"
     shutil.copytree(ROOT / "cards", copy)
     text = (copy / "cards.yaml").read_text(encoding="utf-8")
@@ -418,8 +421,11 @@ def test_links_are_absolute_without_app_context(
     cards = app.extensions["cds_runtime"].knowledge.cards
     monkeypatch.setitem(cards, "calcium-workup", load_knowledge(copy).cards["calcium-workup"])
     card = by_topic(call(client, in_scope_body())["cards"], "calcium-workup")
-    assert card["links"] == [
-        {"label": "Guideline", "url": "https://example.org/guide", "type": "absolute"}
-    ]
+    assert card["links"][0] == {
+        "label": "Guideline",
+        "url": "https://example.org/guide",
+        "type": "absolute",
+    }
+    assert len(card["links"]) > 1  # and the full references of its sources
     for link in card["links"]:
         assert is_absolute_url(link["url"]) and "appContext" not in link

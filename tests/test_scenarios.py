@@ -11,6 +11,7 @@ must be schema-valid and every suggested resource a valid FHIR R4 resource.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,13 @@ from flask.testing import FlaskClient
 from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response
 
 SCENARIOS = sorted((FIXTURES / "scenarios").glob("*.json"))
+# Issue 18 item 7: a detail a clinician reads in five seconds ("under 1,000 characters").
+DETAIL_LIMIT = 1000
+# The SNOMED CT semantic tags that reach card text from EHR displays (a subset, written out here
+# so that the check does not share the renderer's list).
+SEMANTIC_TAGS = re.compile(
+    r"\((?:disorder|finding|procedure|substance|product|clinical drug|situation)\)"
+)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -67,6 +75,9 @@ def test_scenario(client: FlaskClient, path: Path) -> None:
     actual_kinds = sorted(c["source"]["topic"]["code"] for c in cards)
     expected_kinds = sorted(c["kind"] for c in expect["cards"])
     assert actual_kinds == expected_kinds, [c["summary"] for c in cards]
+    for card in cards:
+        assert len(card["detail"]) < DETAIL_LIMIT, (len(card["detail"]), card["detail"])
+        assert not SEMANTIC_TAGS.search(card["summary"] + card["detail"]), card["summary"]
     remaining = list(cards)
     for wanted in expect["cards"]:
         card = next(c for c in remaining if c["source"]["topic"]["code"] == wanted["kind"])

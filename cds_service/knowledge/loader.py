@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
+from cds_service.clinical_text import EegLexicon, EegLexiconError, load_eeg_lexicon
 from cds_service.knowledge.valuesets import Key, ValueSet, code_keys, normalize_code
 
 # `{codes:a,b}` in a prefetch query: the codes of those value sets as a FHIR token OR-list.
@@ -24,6 +25,10 @@ PREFETCH_SYSTEMS = {"http://loinc.org", "http://snomed.info/sct", "http://www.am
 CARD_KIND_SYSTEM = "urn:leg-cramps-cds:card-kind"
 # What an order template may name besides a finding's facts: filled in for each call.
 CALL_VALUES = ("patient_id", "today")
+# CDS Hooks 2.0 Card.summary: "<140-character summary message".
+SUMMARY_LIMIT = 139
+# Issue 18 item 7: a card's detail (evidence and reasoning) is read in five seconds.
+DETAIL_LIMIT = 999
 
 
 class KnowledgeError(Exception):
@@ -104,24 +109,43 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
+class Text:
+    """What a card says: summary templates (longest first; the first that fits is shown) and the
+    detail template."""
+
+    summaries: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One wording of a sentence a card's text names: used when its `when` fact is true (or always)."""
+
+    text: str  # a template
+    when: str | None = None
+
+
+@dataclass(frozen=True)
 class CardKind:
     """Everything fixed about one kind of card, worked out once at load."""
 
     key: str
     cause: str
     indicator: str
-    summary: str  # a template
-    detail: str  # a template
+    text: Text
+    phrases: dict[str, tuple[Phrase, ...]]  # sentences named in the text, chosen by facts
     facts: tuple[str, ...]  # the facts its templates and suggestions may name
     sources: tuple[str, ...]  # keys of sources.yaml
     citations: str  # the Markdown block closing the detail: its sources' citations, the advisory
+    more_evidence: str  # the evidence line standing for lines left out, naming {count}
     source: dict[str, Any]  # the card's `source`, its topic coded with the kind's key
     suggestions: tuple[Suggestion, ...]
     selection_behavior: str
     override_reasons: tuple[dict[str, str], ...]
     links: tuple[dict[str, str], ...]
     snooze_days: int
-    # Named alternatives a rule may choose (Finding.variant), e.g. the text for older adults.
+    # Named alternatives a rule may choose (Finding.variant): the same kind with other wording,
+    # and possibly another indicator and sources (e.g. the label's text below the Beers age).
     variants: dict[str, CardKind] = field(default_factory=dict)
 
     def variant(self, name: str | None) -> CardKind:
@@ -140,6 +164,7 @@ class Knowledge:
     cards: dict[str, CardKind]
     orders: dict[str, dict[str, Any]]
     services: tuple[Service, ...]
+    eeg_reading: EegLexicon  # how EEG report text is read (cards/eeg-reading.yaml)
     directory: Path = field(default=Path("cards"))
 
     def valueset(self, vs_id: str) -> ValueSet:
@@ -266,6 +291,13 @@ def load_knowledge(directory: Path) -> Knowledge:
     _check_order_codes(orders, raw_sets, sources_doc, problems)
 
     cards_doc = docs["cards"]
+    try:
+        extra = placeholders(cards_doc["more_evidence"]) - {"count"}
+    except ValueError as exc:
+        extra = set()
+        problems.append(f"cards.yaml: more_evidence: {exc}")
+    for name in sorted(extra):
+        problems.append(f"cards.yaml: more_evidence names '{{{name}}}'; it may name only {{count}}")
     cite("cards.yaml: override_reasons", cards_doc["override_reasons"]["source"])
     cards = {
         key: _card_kind(key, card, cards_doc, sources, orders, cite, problems)
@@ -312,6 +344,10 @@ def load_knowledge(directory: Path) -> Knowledge:
     for twice in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(f"services.yaml: service id '{twice}' is listed more than once")
 
+    try:
+        eeg_reading = load_eeg_lexicon(directory, sources.keys())
+    except EegLexiconError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise KnowledgeError(problems)
     return Knowledge(
@@ -322,6 +358,7 @@ def load_knowledge(directory: Path) -> Knowledge:
         cards=cards,
         orders=orders,
         services=services,
+        eeg_reading=eeg_reading,
         directory=directory,
     )
 
@@ -344,6 +381,17 @@ def _card_kind(
         if reason not in reasons["codes"]:
             problems.append(f"{where}: override reason '{reason}' is not defined")
 
+    phrases = {
+        name: tuple(Phrase(p["text"], p.get("when")) for p in alternatives)
+        for name, alternatives in card.get("phrases", {}).items()
+    }
+    for name, alternatives in phrases.items():
+        if name in facts:
+            problems.append(f"{where}: phrase '{name}' has the name of a fact")
+        for phrase in alternatives:
+            if phrase.when and phrase.when not in facts:
+                problems.append(f"{where}: phrase '{name}': when '{phrase.when}' is not a fact")
+
     def check_template(template: Any, what: str, also: tuple[str, ...] = ()) -> None:
         try:
             unknown = placeholders(template) - {*facts, *also}
@@ -353,8 +401,19 @@ def _card_kind(
         for name in sorted(unknown):
             problems.append(f"{where}: {what} names '{{{name}}}', which is not among its facts")
 
-    check_template(card["summary"], "summary")
-    check_template(card["detail"], "detail")
+    for name, alternatives in phrases.items():
+        for phrase in alternatives:
+            check_template(phrase.text, f"phrase '{name}'")
+
+    def text(spec: dict[str, Any], what: str) -> Text:
+        summaries = spec["summary"] if isinstance(spec["summary"], list) else [spec["summary"]]
+        for summary in summaries:
+            check_template(summary, f"{what}summary")
+        check_template(spec["detail"], f"{what}detail", tuple(phrases))
+        _check_summary_fits(summaries[-1], cards_doc["fact_examples"], f"{where}: {what}", problems)
+        return Text(tuple(summaries), spec["detail"])
+
+    main = text(card, "")
     suggestions = []
     for spec in card.get("suggestions", []):
         what = f"suggestion '{spec['id']}'"
@@ -394,19 +453,34 @@ def _card_kind(
     if spec.get("url"):
         source["url"] = spec["url"]
 
-    def citations_of(keys: list[str]) -> str:
-        listed = "\n".join(f"- {sources[s]['citation']}" for s in keys if s in sources)
-        return f"**Sources**\n\n{listed}\n\n{cards_doc['advisory']}"
+    def cited_block(keys: list[str]) -> tuple[str, tuple[dict[str, str], ...]]:
+        """The closing citations (short forms, then the advisory) and the links of these sources."""
+        found = [sources[k] for k in keys if k in sources]
+        for k in keys:
+            if k in sources and "short" not in sources[k]:
+                problems.append(f"{where}: source '{k}' has no short citation in sources.yaml")
+        short = "; ".join(c.get("short", "") for c in found)
+        # The full references: each cited source with a public address, after the kind's own links.
+        listed = [*card.get("links", [])] + [
+            {"label": c["short"], "url": c["url"]} for c in found if "short" in c and "url" in c
+        ]
+        links = tuple(
+            {"label": link["label"], "url": link["url"], "type": "absolute"}
+            for link in {link["url"]: link for link in listed}.values()
+        )
+        return f"**Sources:** {short}.\n\n{cards_doc['advisory']}", links
 
+    citations, links = cited_block(card["sources"])
     kind = CardKind(
         key=key,
         cause=card["cause"],
         indicator=card["indicator"],
-        summary=card["summary"],
-        detail=card["detail"],
+        text=main,
+        phrases=phrases,
         facts=facts,
         sources=tuple(card["sources"]),
-        citations=citations_of(card["sources"]),
+        citations=citations,
+        more_evidence=cards_doc["more_evidence"],
         source=source,
         suggestions=tuple(suggestions),
         selection_behavior=card.get("selection_behavior", "any"),
@@ -415,28 +489,23 @@ def _card_kind(
             for code in card.get("override_reasons", [])
             if code in reasons["codes"]
         ),
-        links=tuple(
-            {"label": link["label"], "url": link["url"], "type": "absolute"}
-            for link in card.get("links", [])
-        ),
+        links=links,
         snooze_days=card["snooze_days"],
     )
     variants = {}
     for name, alt in card.get("variants", {}).items():
-        what = f"variant '{name}'"
+        what = f"variant '{name}': "
         for cited_key in alt.get("sources", []):
-            cite(f"{where}: {what}", cited_key)
-        for part in ("summary", "detail"):
-            if part in alt:
-                check_template(alt[part], f"{what}: {part}")
+            cite(f"{where}: variant '{name}'", cited_key)
         sources_of = alt.get("sources", card["sources"])
+        variant_citations, variant_links = cited_block(sources_of)
         variants[name] = replace(
             kind,
             indicator=alt.get("indicator", kind.indicator),
-            summary=alt.get("summary", kind.summary),
-            detail=alt.get("detail", kind.detail),
+            text=text({"summary": card["summary"], "detail": card["detail"], **alt}, what),
             sources=tuple(sources_of),
-            citations=citations_of(sources_of),
+            citations=variant_citations,
+            links=variant_links,
         )
     return replace(kind, variants=variants)
 
@@ -478,6 +547,27 @@ def _codings_in(template: Any) -> list[dict[str, Any]]:
         if key != "coding":
             found.extend(_codings_in(value))
     return found
+
+
+def _check_summary_fits(
+    summary: str, examples: dict[str, Any], where: str, problems: list[str]
+) -> None:
+    """The shortest summary must fit the limit when its facts take their longest realistic values."""
+    try:
+        named = placeholders(summary)
+    except ValueError:
+        return  # reported by check_template
+    missing = sorted(named - examples.keys())
+    for name in missing:
+        problems.append(f"{where}summary names '{{{name}}}', which has no fact_examples entry")
+    if missing:
+        return
+    filled = fill(summary, examples)
+    if len(filled) > SUMMARY_LIMIT:
+        problems.append(
+            f"{where}summary is {len(filled)} characters with the longest realistic facts "
+            f"(limit {SUMMARY_LIMIT}): declare a shorter form"
+        )
 
 
 def _system_names(sources_doc: dict[str, Any]) -> dict[str, str]:

@@ -12,9 +12,19 @@ from cds_service.rules.evaluation import Evaluation, Finding
 
 RuleSet = Callable[[Evaluation], list[Finding]]
 
+
+def for_the_living(rule_set: RuleSet) -> RuleSet:
+    """The rule set, giving no cards (and so no orders) for a deceased patient, whatever the hook."""
+
+    def evaluate(ev: Evaluation) -> list[Finding]:
+        return [] if ev.deceased else rule_set(ev)
+
+    return evaluate
+
+
 RULES: dict[str, RuleSet] = {
-    "post-stroke-cramps-patient-view": patient_view.evaluate,
-    "cramp-medicines-order-review": orders.evaluate,
+    "post-stroke-cramps-patient-view": for_the_living(patient_view.evaluate),
+    "cramp-medicines-order-review": for_the_living(orders.evaluate),
 }
 
 __all__ = ["RULES", "Evaluation", "Finding", "RuleSet"]

@@ -44,7 +44,7 @@ class Finding:
     facts: dict[str, Any] = field(default_factory=dict)
     evidence: tuple[str, ...] = ()
     indicator: str | None = None
-    variant: str | None = None
+    variant: str | None = None  # one of the card kind's `variants` (other wording), if not the main
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,12 @@ class Evaluation:
             for r in record.medication_requests
             if status(r) in CURRENT_MEDICATION and r.get("doNotPerform") is not True
         ]
+
+    @property
+    def deceased(self) -> bool:
+        """Whether the Patient resource records a death (deceasedBoolean true or a deceasedDateTime)."""
+        patient = self.record.patient or {}
+        return patient.get("deceasedBoolean") is True or bool(patient.get("deceasedDateTime"))
 
     def threshold(self, threshold_id: str) -> float:
         """The value of a threshold of cards/thresholds.yaml."""

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from cds_service.clinical_text import affirmed
+from cds_service.fhir.data import status, texts
 from cds_service.rules import calcium, medication_safety, seizure, spasticity
-from cds_service.rules.evaluation import Evaluation, Finding
+from cds_service.rules.common import infarctions
+from cds_service.rules.evaluation import (
+    USABLE_RESULT,
+    Evaluation,
+    Finding,
+    condition_is_active,
+)
 
 
 def in_scope(ev: Evaluation) -> bool:
     """A cerebral infarction (current or past, not refuted or entered in error) and documented leg cramps."""
-    infarction = ev.conditions("cerebral-infarction", active_only=False)
-    cramps = ev.conditions("leg-cramps", active_only=True) or ev.results("leg-cramps")
-    return bool(infarction and cramps)
+    return bool(infarctions(ev)) and cramps_documented(ev)
+
+
+def cramps_documented(ev: Evaluation) -> bool:
+    """Active leg cramps: coded (Condition or Observation), or named in the text of a Condition or
+    Observation coded only locally, where the name is not negated (NegEx, cards/eeg-reading.yaml)."""
+    if ev.conditions("leg-cramps", active_only=True) or ev.results("leg-cramps"):
+        return True
+    names = ev.knowledge.valueset("leg-cramps-text").name_pattern
+    if names is None:
+        return False
+    written = [c for c in ev.record.conditions if condition_is_active(c)]
+    written += [o for o in ev.record.observations if status(o) in USABLE_RESULT]
+    lexicon = ev.knowledge.eeg_reading
+    return any(affirmed(text, names, lexicon) for r in written for text in texts(r.get("code")))
 
 
 def evaluate(ev: Evaluation) -> list[Finding]:
@@ -23,5 +43,12 @@ def evaluate(ev: Evaluation) -> list[Finding]:
     findings = [*calcium_findings, *spasticity_findings, *seizure_findings]
     findings.extend(medication_safety.evaluate(ev))
     if not (calcium_points or spasticity_points or seizure_points):
-        findings.append(Finding("differential-workup"))
+        # A calcium workup or EEG review card, when shown, holds that part of the workup: the
+        # differential points to it rather than saying it twice.
+        shown = {f.kind for f in findings}
+        facts = {
+            "calcium_card": "calcium-workup" in shown,
+            "eeg_card": "eeg-report-review" in shown,
+        }
+        findings.append(Finding("differential-workup", facts))
     return calcium.offer_dxa(ev, findings)

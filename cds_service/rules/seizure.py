@@ -1,57 +1,63 @@
-"""Cause 3, focal seizures: seizure diagnoses, EEG results, and antiepileptic treatment."""
+"""Cause 3, focal seizures: seizure diagnoses, EEG reports, and antiepileptic treatment."""
 
 from __future__ import annotations
 
-import re
+from datetime import date
 
-from cds_service.fhir.data import Resource, clinical_time, codings, items, label, status, texts
-from cds_service.rules.common import condition_line, day, names
-from cds_service.rules.evaluation import Evaluation, Finding, reference
+from cds_service.clinical_text import EegReading, read_eeg_report
+from cds_service.fhir.data import Resource, clinical_time, label, recorded_time, status
+from cds_service.rules.common import condition_line, day, infarctions, medicine_line, names
+from cds_service.rules.evaluation import USABLE_RESULT, Evaluation, Finding, reference
 
 # Statuses that put an EEG "on file" (a preliminary report means the study was done); only final,
 # amended and corrected reports are read for their findings.
 EEG_ON_FILE = frozenset({"preliminary", "final", "amended", "corrected"})
-ABNORMAL_INTERPRETATION = {"A", "AA", "ABN"}
-_EPILEPTIFORM = re.compile(
-    r"epileptiform|seizure activity|spike[- ]and[- ]wave|sharp waves?|\bictal"
-)
-_NEGATION = re.compile(r"\b(no|not|without|absence of|negative for|free of|nor)\b")
-# A negation reaches only to the end of its clause: "no seizures captured, but frequent epileptiform
-# discharges" affirms the discharges.
-_CLAUSE_BREAK = re.compile(r"[.;:,]|\b(?:but|however|although|though|yet|whereas)\b")
-# EEG conclusions are a few sentences; only the start of an unusually long text is read.
-MAX_CONCLUSION = 4000
+# The sentence of a report a card quotes is cut (at a word) to this many characters.
+QUOTE_LIMIT = 160
 
 
 def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
-    """Seizure-related cards, and whether seizures or an abnormal EEG point to this cause."""
+    """Seizure-related cards, and whether seizures or an epileptiform EEG point to this cause."""
     seizures = ev.conditions("seizure", active_only=False)
     eegs = ev.reports("eeg", EEG_ON_FILE) + ev.results("eeg", EEG_ON_FILE)
     eeg_procedures = ev.procedures_done("eeg")
-    read = [e for e in eegs if status(e) in {"final", "amended", "corrected"}]
-    abnormal = [e for e in read if eeg_abnormal(e)]
-    epileptiform = [e for e in read if eeg_epileptiform(e)]
+    readings = [
+        (e, read_eeg_report(e, ev.knowledge.eeg_reading))
+        for e in eegs
+        if status(e) in USABLE_RESULT
+    ]
+    epileptiform = [(e, r) for e, r in readings if r.kind == "epileptiform"]
+    unclear = [(e, r) for e, r in readings if r.kind == "unclear"]
     aeds = ev.medicines("antiepileptics")
     findings: list[Finding] = []
 
     if seizures and not eegs and not eeg_procedures:
+        new = new_seizure(seizures, infarction_day(ev)) and not aeds
+        facts = {"diagnosis": _diagnoses(seizures), "new_seizure": new, "treated": bool(aeds)}
         findings.append(
             Finding(
                 "eeg-recommended",
-                {"diagnosis": _diagnoses(seizures)},
-                tuple(condition_line(c) for c in seizures),
+                facts,
+                tuple(condition_line(c) for c in seizures) + tuple(map(medicine_line, aeds)),
+                indicator="warning" if new else "info",
             )
         )
     if epileptiform and not aeds:
-        latest = epileptiform[0]
+        latest, reading = epileptiform[0]
         findings.append(
             Finding(
                 "eeg-epileptiform-untreated",
-                {"date": day(clinical_time(latest)), "eeg_finding": _summary_of(latest)},
-                tuple(
-                    f"- EEG {day(clinical_time(e))}: {_summary_of(e)} ({reference(e)})"
-                    for e in epileptiform
-                ),
+                {"date": day(clinical_time(latest)), "eeg_finding": quote(reading)},
+                tuple(_eeg_line(e, r) for e, r in epileptiform),
+            )
+        )
+    elif unclear and not epileptiform:
+        latest, _ = unclear[0]
+        findings.append(
+            Finding(
+                "eeg-report-review",
+                {"date": day(clinical_time(latest))},
+                tuple(f"- EEG {day(clinical_time(e))} ({reference(e)})" for e, _ in unclear),
             )
         )
     inducers = ev.medicines("enzyme-inducing-antiepileptics")
@@ -60,60 +66,39 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
             Finding(
                 "enzyme-inducing-antiepileptic",
                 {"medicines": names(inducers)},
-                tuple(f"- {m.name} ({m.request.get('status')}; {m.ref})" for m in inducers),
+                tuple(map(medicine_line, inducers)),
             )
         )
-    return findings, bool(seizures or abnormal)
+    return findings, bool(seizures or epileptiform)
 
 
-def eeg_abnormal(result: Resource) -> bool:
-    """Whether an EEG points to seizures: epileptiform activity, or a coded abnormal interpretation.
+def infarction_day(ev: Evaluation) -> date | None:
+    """The day of the first cerebral infarction on file (onset, else recorded), if any is dated."""
+    days = [when.date() for c in infarctions(ev) if (when := recorded_time(c))]
+    return min(days, default=None)
 
-    The word "abnormal" alone in a conclusion does not count: focal slowing over an infarct is common
-    and abnormal, but it is not a sign of seizures.
+
+def new_seizure(seizures: list[Resource], infarcted: date | None) -> bool:
+    """Whether a seizure began on or after the day of the infarction (the same day counts).
+
+    A seizure before the infarction is a remote history; an undated seizure, or an undated
+    infarction, cannot be placed after it, so neither is called new.
     """
-    for concept in items(result.get("interpretation")):
-        if any(c.code.upper() in ABNORMAL_INTERPRETATION for c in codings(concept)):
-            return True
-    return eeg_epileptiform(result)
+    if infarcted is None:
+        return False
+    return any((when := recorded_time(s)) and when.date() >= infarcted for s in seizures)
 
 
-def eeg_epileptiform(result: Resource) -> bool:
-    """Whether an EEG result reports epileptiform activity (in its conclusion or coded conclusion)."""
-    return any(_affirmed(s, _EPILEPTIFORM) for s in _statements(result))
+def quote(reading: EegReading) -> str:
+    """The sentence (or coded interpretation) an epileptiform reading rests on, cut at a word."""
+    text = reading.evidence[0] if reading.evidence else ""
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    return text[: QUOTE_LIMIT - 1].rsplit(" ", 1)[0] + "…"
 
 
-def _statements(result: Resource) -> list[str]:
-    statements = texts(items(result.get("conclusionCode")))
-    for key in ("conclusion", "valueString"):
-        if isinstance(result.get(key), str):
-            statements.append(result[key])
-    statements.extend(texts(result.get("valueCodeableConcept")))
-    return statements
-
-
-def _affirmed(text: str, finding: re.Pattern[str]) -> bool:
-    """Whether `finding` occurs in `text` at least once outside the scope of a negation.
-
-    A negation covers what follows it up to the end of its clause; each clause is scanned once.
-    """
-    for clause in _CLAUSE_BREAK.split(text[:MAX_CONCLUSION].lower()):
-        if not clause:
-            continue
-        hit = finding.search(clause)
-        if hit is None:
-            continue
-        negation = _NEGATION.search(clause)
-        if negation is None or hit.start() < negation.start():
-            return True
-    return False
-
-
-def _summary_of(result: Resource) -> str:
-    if isinstance(result.get("conclusion"), str):
-        return str(result["conclusion"])[:120]
-    shown = texts(items(result.get("conclusionCode"))) + texts(items(result.get("interpretation")))
-    return "; ".join(shown)[:120] or "abnormal"
+def _eeg_line(report: Resource, reading: EegReading) -> str:
+    return f"- EEG {day(clinical_time(report))}: {quote(reading)} ({reference(report)})"
 
 
 def _diagnoses(conditions: list[Resource]) -> str:

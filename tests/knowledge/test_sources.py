@@ -24,7 +24,9 @@ def test_every_source_a_card_cites_reads_as_a_citation(knowledge: Knowledge) -> 
 
 
 @pytest.mark.parametrize("kind_id", ["beers-muscle-relaxant", "calcium-workup"])
-def test_a_card_shows_citations_and_never_provenance(knowledge: Knowledge, kind_id: str) -> None:
+def test_a_card_shows_short_citations_and_links_never_provenance(
+    knowledge: Knowledge, kind_id: str
+) -> None:
     clock = Clock()
     card = render_card(
         Finding(kind_id),
@@ -32,13 +34,30 @@ def test_a_card_shows_citations_and_never_provenance(knowledge: Knowledge, kind_
         clock,
         {"patient_id": "p", "today": "2026-01-01"},
     )
-    sources = card["detail"].split("**Sources**", 1)[1]
+    sources = card["detail"].split("**Sources:**", 1)[1]
+    links = {link["url"]: link for link in card["links"]}
     for key in knowledge.cards[kind_id].sources:
         entry = knowledge.sources[key]
-        assert f"- {entry['citation']}\n" in sources
+        assert entry["short"] in sources
+        assert entry["citation"] not in card["detail"]  # the full reference is a link
+        if "url" in entry:
+            assert links[entry["url"]] == {
+                "label": entry["short"],
+                "url": entry["url"],
+                "type": "absolute",
+            }
         if "provenance" in entry:
             assert entry["provenance"] not in card["detail"]
     assert not PROVENANCE_MARKS.search(sources)
+
+
+def test_every_source_a_card_cites_has_a_short_citation_without_provenance(
+    knowledge: Knowledge,
+) -> None:
+    for kind in knowledge.cards.values():
+        for key in kind.sources:
+            short = knowledge.sources[key]["short"]
+            assert not PROVENANCE_MARKS.search(short), (kind.key, key)
 
 
 def test_the_value_set_copies_keep_their_provenance(knowledge: Knowledge) -> None:

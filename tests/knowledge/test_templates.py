@@ -44,10 +44,13 @@ def test_only_plain_name_placeholders_are_templates(text: str) -> None:
 def test_every_card_kind_names_only_its_declared_facts(knowledge: Knowledge) -> None:
     # The loader checks this; here it is read back from what it built, so the check is not vacuous.
     for kind in knowledge.cards.values():
-        texts = [kind.summary, kind.detail]
+        texts: list[object] = [*kind.text.summaries, kind.text.detail]
+        for variant in kind.variants.values():
+            texts.extend([*variant.text.summaries, variant.text.detail])
+        texts.extend(p.text for phrases in kind.phrases.values() for p in phrases)
         for suggestion in kind.suggestions:
             texts.append(suggestion.label)
             texts.extend(action.description for action in suggestion.actions)
             texts.extend(action.resource for action in suggestion.actions if action.resource)
         named = set().union(*map(placeholders, texts))
-        assert named <= {*kind.facts, *CALL_VALUES}, kind.key
+        assert named <= {*kind.facts, *kind.phrases, *CALL_VALUES}, kind.key

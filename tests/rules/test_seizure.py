@@ -1,52 +1,105 @@
-"""Reading EEG conclusions: epileptiform findings, negation scoped to its clause, bounded text."""
+"""The seizure rule: EEG reports read by cds_service.clinical_text, EEG advice by seizure timing."""
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
 import pytest
 
-from cds_service.rules.seizure import MAX_CONCLUSION, eeg_abnormal, eeg_epileptiform
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge import Knowledge
+from cds_service.rules import seizure
+from cds_service.rules.evaluation import Evaluation
+from tests.conftest import NOW
 
 
-def report(conclusion: str, interpretation: str | None = None) -> dict[str, object]:
-    resource: dict[str, object] = {
-        "resourceType": "DiagnosticReport",
-        "status": "final",
-        "conclusion": conclusion,
+def condition(cid: str, code: str, onset: str | None) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": cid,
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]},
     }
-    if interpretation:
-        resource["interpretation"] = [{"coding": [{"system": "x", "code": interpretation}]}]
+    if onset:
+        resource["onsetDateTime"] = onset
     return resource
 
 
+def eeg(rid: str, conclusion: str, status: str = "final") -> dict[str, Any]:
+    return {
+        "resourceType": "DiagnosticReport",
+        "id": rid,
+        "status": status,
+        "code": {"coding": [{"system": "http://loinc.org", "code": "11523-8"}]},
+        "effectiveDateTime": "2026-10-20T10:00:00Z",
+        "conclusion": conclusion,
+    }
+
+
+def evaluation(knowledge: Knowledge, **lists: Any) -> Evaluation:
+    record = PatientRecord("p", {"resourceType": "Patient", "id": "p"}, **lists)
+    return Evaluation("patient-view", {"patientId": "p"}, record, knowledge, NOW)
+
+
 @pytest.mark.parametrize(
-    ("conclusion", "epileptiform"),
+    ("onset", "new"),
+    [("2026-02-13", False), ("2026-02-14", True), ("2026-02-15", True), (None, False)],
+)
+def test_a_seizure_on_or_after_the_day_of_the_infarction_is_new(
+    onset: str | None, new: bool
+) -> None:
+    seizures = [condition("s", "R56.9", onset)]
+    assert seizure.new_seizure(seizures, date(2026, 2, 14)) is new
+    assert seizure.new_seizure(seizures, None) is False  # an undated infarction
+
+
+def test_the_first_dated_infarction_is_the_one_seizures_are_placed_after(
+    knowledge: Knowledge,
+) -> None:
+    ev = evaluation(
+        knowledge,
+        conditions=[
+            condition("i2", "I63.9", "2026-02-14"),
+            condition("i1", "I63.9", "2019-05-01"),
+            condition("i0", "Z86.73", None),
+        ],
+    )
+    assert seizure.infarction_day(ev) == date(2019, 5, 1)
+
+
+@pytest.mark.parametrize(
+    ("conclusion", "kinds", "points"),
     [
-        ("Focal epileptiform discharges over the right central region.", True),
-        (
-            "No seizures captured, but frequent epileptiform discharges over the right central region",
-            True,
-        ),
-        ("No epileptiform activity.", False),
-        (
-            "Abnormal EEG: focal slowing over the left temporal region, no epileptiform discharges.",
-            False,
-        ),
-        ("Without epileptiform discharges; sharp waves seen over C4.", True),
-        ("Negative for spike-and-wave complexes.", False),
-        ("Normal awake and drowsy EEG.", False),
+        ("Epileptiform discharges were not seen.", [], False),
+        ("Spikes: none.", [], False),
+        ("Left temporal sharp waves.", ["eeg-epileptiform-untreated"], True),
+        ("Sharp transients of uncertain significance.", ["eeg-report-review"], False),
     ],
 )
-def test_epileptiform_findings_respect_negation(conclusion: str, epileptiform: bool) -> None:
-    assert eeg_epileptiform(report(conclusion)) is epileptiform
+def test_eeg_reports_are_read_with_the_lexicon_of_the_knowledge(
+    knowledge: Knowledge, conclusion: str, kinds: list[str], points: bool
+) -> None:
+    ev = evaluation(knowledge, diagnostic_reports=[eeg("e", conclusion)])
+    findings, pointed = seizure.evaluate(ev)
+    assert [f.kind for f in findings] == kinds
+    assert pointed is points
+    for finding in findings:
+        assert "pileptiform" not in str(finding.facts) or finding.kind.startswith("eeg-epi")
 
 
-def test_slowing_alone_is_not_a_pointer_but_a_coded_abnormal_interpretation_is() -> None:
-    assert not eeg_abnormal(report("Abnormal EEG: focal slowing, no epileptiform discharges."))
-    assert eeg_abnormal(report("See report.", interpretation="A"))
+def test_a_preliminary_report_is_on_file_but_not_read(knowledge: Knowledge) -> None:
+    ev = evaluation(
+        knowledge,
+        conditions=[condition("s", "R56.9", "2026-10-01")],
+        diagnostic_reports=[eeg("e", "Left temporal sharp waves.", status="preliminary")],
+    )
+    findings, pointed = seizure.evaluate(ev)
+    assert findings == [] and pointed  # the seizure points; no EEG advice, no reading
 
 
-def test_only_the_start_of_a_huge_conclusion_is_read() -> None:
-    # Hostile input: a 100 kB conclusion with the finding far past the reading limit.
-    padding = "no sharp wave " * (MAX_CONCLUSION // 10)
-    assert not eeg_epileptiform(report(padding + ". Epileptiform discharges."))
-    assert eeg_epileptiform(report("Epileptiform discharges. " + padding))
+def test_a_long_sentence_is_quoted_up_to_a_word() -> None:
+    from cds_service.clinical_text import EegReading
+
+    reading = EegReading("epileptiform", "text", ("sharp waves " * 40,))
+    quoted = seizure.quote(reading)
+    assert len(quoted) <= seizure.QUOTE_LIMIT and quoted.endswith("waves…")
