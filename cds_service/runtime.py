@@ -57,6 +57,8 @@ class Runtime:
                 database_url=settings.database_url,
                 jwks_cache=JwksCache(self.http, settings.jwks_cache_seconds),
                 clock_skew_seconds=settings.jwt_clock_skew_seconds,
+                store_available=self.store_available,
+                on_store_failure=self.store_failed,
             )
 
     def store_available(self) -> bool:

@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,6 +121,18 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
+
+
+@contextmanager
+def call_deadline(seconds: float) -> Iterator[None]:
+    """Within this block, every connect, read and write this thread makes through
+    new_http_client() ends by `seconds` from now (for callers outside FhirClient: the JWKS fetch)."""
+    previous = getattr(_deadline, "at", None)
+    _deadline.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _deadline.at = previous
 
 
 def new_http_client() -> httpx.Client:
