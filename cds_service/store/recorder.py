@@ -13,6 +13,7 @@ feedback endpoint which cards are still waiting (it answers 503 for those, and t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -70,8 +71,12 @@ class CardRecorder:
             self._waiting.update(card.card_uuid for card in cards)
 
     def flush(self, timeout: float = 2.0) -> None:
-        """Wait until everything queued so far is stored (or failed), at most `timeout` seconds."""
+        """Wait until everything queued or held so far is stored (or failed again), at most
+        `timeout` seconds."""
         deadline = time.monotonic() + timeout
+        if self._held:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait([])  # wakes the writer to try the held cards now
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks:
                 remaining = deadline - time.monotonic()
