@@ -80,16 +80,17 @@ def public_pem(signer: str) -> bytes:
 def raw_token(header: str, payload: str, alg: str, signer: str) -> str:
     """A JWS over exactly these JSON texts (values Python would not write are sent as written)."""
     signing_input = f"{b64(header.encode())}.{b64(payload.encode())}".encode()
+    signature: bytes
     if signer == "none":
         signature = b""
     elif signer.endswith("-public-pem"):  # key confusion: HMAC keyed with the public key
         digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384}[alg]
-        signature = hmac.new(public_pem(signer.removesuffix("-public-pem")), signing_input, digest)
-        signature = signature.digest()  # type: ignore[assignment]
+        secret = public_pem(signer.removesuffix("-public-pem"))
+        signature = hmac.new(secret, signing_input, digest).digest()
     else:
         algorithm = get_default_algorithms()[alg]
         signature = algorithm.sign(signing_input, algorithm.prepare_key(SIGNERS[signer]))
-    return f"{signing_input.decode()}.{b64(signature)}"  # type: ignore[arg-type]
+    return f"{signing_input.decode()}.{b64(signature)}"
 
 
 def claims_json(iss: str, overrides: dict[str, str] | None = None) -> str:
@@ -158,7 +159,9 @@ def discovery(app: Flask, token: str) -> int:
 
 
 def case_id(case: dict[str, Any]) -> str:
-    return "-".join(str(case.get(k)) for k in ("claim", "json", "header", "key", "alg") if k in case)
+    return "-".join(
+        str(case.get(k)) for k in ("claim", "json", "header", "key", "alg") if k in case
+    )
 
 
 # --- time claims (item 8) -------------------------------------------------------------------------
@@ -211,7 +214,9 @@ def jku_token(key: Any, kid: str, jku: str) -> str:
         "iat": now,
         "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, key, algorithm="ES384", headers={"kid": kid, "typ": "JWT", "jku": jku})
+    return jwt.encode(
+        claims, key, algorithm="ES384", headers={"kid": kid, "typ": "JWT", "jku": jku}
+    )
 
 
 @pytest.mark.parametrize(
@@ -228,7 +233,9 @@ def test_anonymous_tokens_do_not_multiply_jwks_fetches(
     legit_jwk = {**json.loads(ECAlgorithm.to_jwk(LEGIT_KEY.public_key())), "kid": "legit"}
     jwks_host.answer_every_path_with(None)
     jwks_host.serve_jwks({"keys": [legit_jwk]})
-    app = secured(tmp_path, knowledge, database, [{"iss": "https://jku-ehr.example.org", "jku": jku}])
+    app = secured(
+        tmp_path, knowledge, database, [{"iss": "https://jku-ehr.example.org", "jku": jku}]
+    )
     verifier = app.extensions["cds_runtime"].verifier
     verifier.jwks_cache.min_refetch_seconds = REFETCH_SECONDS
     try:

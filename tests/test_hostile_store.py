@@ -173,7 +173,9 @@ def test_a_database_that_stops_answering(
                 thread.start()
             for thread in threads:
                 thread.join(timeout=max(0.1, started + 30 - time.monotonic()))
-            assert len(results) == case["calls"], f"{len(results)} of {case['calls']} answered in 30 s"
+            assert len(results) == case["calls"], (
+                f"{len(results)} of {case['calls']} answered in 30 s"
+            )
             assert {status for status, _, _ in results} == {200}
             assert all(cards for _, _, cards in results)  # fail-open: cards still shown
             slowest = max(seconds for _, seconds, _ in results)
@@ -195,11 +197,14 @@ def test_a_database_that_stops_answering(
             end_fault(proxy, case["fault"])
             deadline = time.monotonic() + 15
             while client.get("/readyz").status_code != 200:
-                assert time.monotonic() < deadline, "/readyz not ready 15 s after the database returned"
+                assert time.monotonic() < deadline, (
+                    "/readyz not ready 15 s after the database returned"
+                )
                 time.sleep(0.2)
             assert calcium_card(hook())
         finally:
-            end_fault(proxy, case["fault"]) if proxy.mode != "forward" else None
+            if proxy.mode != "forward":
+                proxy.restore()  # threads still waiting on the silence (if any) end
             app.extensions["cds_runtime"].close()
             release(url)
 
@@ -323,11 +328,10 @@ def test_replays_around_an_outage(
     tmp_path: Path, knowledge: Knowledge, case: dict[str, Any]
 ) -> None:
     with proxied_postgres() as (_, url, proxy):
-        workers = {
-            name: jwt_app(tmp_path / name, knowledge, url, store_retry_seconds=0.5)
-            for name in ("A", "B")
-            if (tmp_path / name).mkdir() is None
-        }
+        workers = {}
+        for name in ("A", "B"):
+            (tmp_path / name).mkdir()
+            workers[name] = jwt_app(tmp_path / name, knowledge, url, store_retry_seconds=0.5)
         once = token("/cds-services")
         statuses = []
         try:
@@ -338,8 +342,10 @@ def test_replays_around_an_outage(
                     proxy.start()
                     time.sleep(2.5)  # the database is back; let the workers notice
                 else:
-                    response = workers[step].test_client().get(
-                        "/cds-services", headers={"Authorization": f"Bearer {once}"}
+                    response = (
+                        workers[step]
+                        .test_client()
+                        .get("/cds-services", headers={"Authorization": f"Bearer {once}"})
                     )
                     statuses.append(response.status_code)
             assert statuses == case["expect"]
