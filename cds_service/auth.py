@@ -227,6 +227,7 @@ class Verifier:
     # Ids accepted from memory, not yet in the database: key -> (keep until, when accepted).
     _unwritten: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     _reconciler: threading.Thread | None = None
+    _closed: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def verify(self, authorization: str | None, path: str, now: datetime) -> dict[str, Any]:
@@ -337,9 +338,12 @@ class Verifier:
             )
             self._reconciler.start()
 
+    def close(self) -> None:
+        """Stop offering ids to the database (at worker exit)."""
+        self._closed.set()
+
     def _reconcile_until_done(self) -> None:
-        while True:
-            time.sleep(RECONCILE_SECONDS)
+        while not self._closed.wait(RECONCILE_SECONDS):
             with self._lock:
                 if not self._unwritten:
                     self._reconciler = None
@@ -350,14 +354,17 @@ class Verifier:
 
     def _reconcile(self) -> bool:
         """Write the ids accepted from memory to the database; False if it is still unavailable."""
+        now = datetime.now(UTC)
         with self._lock:
+            for key in [k for k, (until, _) in self._unwritten.items() if until < now]:
+                del self._unwritten[key]  # expired: no replay of it can be accepted any more
             pending = dict(self._unwritten)
         for key, (keep_until, accepted) in pending.items():
             try:
                 if not remember_jti(self.database_url, key, keep_until, accepted):
-                    # Another worker accepted the same id during the outage: a replay that
-                    # could not be refused then; at least it is on record now.
-                    log.warning("a jti accepted during the outage was also accepted elsewhere")
+                    # Already recorded: another worker accepted the same id during the outage (a
+                    # replay that could not be refused then), or our own write landed unanswered.
+                    log.warning("a jti accepted during the outage was already recorded")
             except StoreUnavailable:
                 self.on_store_failure("reconcile jti")
                 return False

@@ -78,5 +78,7 @@ class Runtime:
     def close(self) -> None:
         """Store queued records, release the HTTP pool and threads (at worker exit)."""
         self.recorder.close()
+        if self.verifier is not None:
+            self.verifier.close()
         self.http.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

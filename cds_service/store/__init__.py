@@ -97,8 +97,9 @@ def _watch_and_ping(connection: Any, record: ConnectionPoolEntry, _proxy: Any) -
         return  # just connected: nothing to test
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        connection.rollback()
+            cursor.execute(
+                "SELECT 1"
+            )  # as SQLAlchemy's pre-ping: the unit of work goes on from here
     except Exception as error:  # any failure: let the pool replace the connection
         raise exc.DisconnectionError(type(error).__name__) from None
 
