@@ -140,6 +140,11 @@ def new_http_client() -> httpx.Client:
     transport = httpx.HTTPTransport(trust_env=False)
     # httpx (0.28, 0.29) takes no network backend; its pool keeps one in this attribute, and
     # tests/test_hostile.py fails if a drip-feeding server is no longer cut off at the deadline.
+    # Public API alone is not enough: a per-request timeout recomputed from the time left bounds
+    # each read, not the call, so headers or a body sent one byte at a time keep a fetch thread
+    # past the deadline (tried: test_fhir_faults' drip-headers and drip-body cases then fail);
+    # httpcore.ConnectionPool(network_backend=...) is public, but wrapping it in our own httpx
+    # transport means redoing httpx's request and exception mapping.
     transport._pool._network_backend = DeadlineBackend()
     return httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
 
