@@ -115,6 +115,10 @@ class _Watchdog:
     """
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every thread and lock (in a child of fork: the parent's are not ours)."""
         self._wake = threading.Condition()
         self._armed: dict[int, tuple[float, list[int]]] = {}  # thread id -> (deadline, sockets)
         self._thread: threading.Thread | None = None
@@ -167,6 +171,9 @@ def _cut(fd: int) -> None:
 
 
 _WATCHDOG = _Watchdog()
+# A child of fork (a gunicorn worker) gets a fresh watchdog: the parent's thread is gone, and its
+# lock may have been held at the moment of the fork.
+os.register_at_fork(after_in_child=_WATCHDOG.reset)
 
 
 @contextlib.contextmanager
