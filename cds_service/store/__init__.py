@@ -82,9 +82,17 @@ def engine_for(url: str) -> Engine:
         # A server connection can drop between calls, so PostgreSQL's are tested at checkout
         # (SQLAlchemy's pre-ping, done here so that it runs under the watchdog too); an embedded
         # SQLite file cannot drop, and the test would cost every hook call a query.
+        event.listen(engine, "do_connect", _connect_in_time)
         event.listen(engine, "connect", _fresh)
         event.listen(engine, "checkout", _watch_and_ping)
     return engine
+
+
+def _connect_in_time(dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
+    # A unit of work whose deadline has passed (its pooled connection was just cut) does not
+    # start a new connection as well: that would add a whole connect timeout to the call.
+    if _WATCHDOG.expired():
+        raise dialect.loaded_dbapi.OperationalError("the database deadline has passed")
 
 
 def _fresh(_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -141,6 +149,12 @@ class _Watchdog:
             if time.monotonic() >= entry[0]:  # connected after the deadline: no time left
                 _cut(fd)
             self._wake.notify()
+
+    def expired(self) -> bool:
+        """Whether this thread's unit of work is past its deadline."""
+        with self._wake:
+            entry = self._armed.get(threading.get_ident())
+        return entry is not None and time.monotonic() >= entry[0]
 
     def disarm(self) -> None:
         with self._wake:
