@@ -190,6 +190,15 @@ _WATCHDOG = _Watchdog()
 os.register_at_fork(after_in_child=_WATCHDOG.reset)
 
 
+def unbounded(connection: Connection) -> Connection:
+    """`connection` with the service's statement and lock timeouts lifted for its transaction, for
+    work that may take long and has no caller waiting (migrations, reports, pruning)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+    return connection
+
+
 @contextlib.contextmanager
 def session(url: str, *, write: bool = False) -> Iterator[Connection]:
     """One unit of database work within DEADLINE_SECONDS: a connection (in a transaction committed

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from cds_service.store import DEADLINE_SECONDS, StoreUnavailable, migrate, session
+from cds_service.store import DEADLINE_SECONDS, StoreUnavailable, migrate, session, unbounded
 from tests.conftest import postgres_schema
 from tests.support.tcp_proxy import TcpProxy
 
@@ -46,3 +46,9 @@ def test_a_silent_server_is_cut_off_at_the_deadline() -> None:
             proxy.restore()
             with session(url) as connection:  # the cut connection was replaced
                 assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_maintenance_work_runs_without_the_call_timeouts() -> None:
+    with postgres_schema() as url, session(url, write=True) as connection:
+        assert unbounded(connection).execute(text("SHOW statement_timeout")).scalar() == "0"
+        assert connection.execute(text("SHOW lock_timeout")).scalar() == "0"
