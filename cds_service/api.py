@@ -123,7 +123,11 @@ def openapi() -> Response:
 def readyz() -> tuple[Response, int]:
     """Readiness: knowledge loaded and the store reachable; auth mode reported."""
     rt = runtime()
-    store_ok, store_detail = ping(rt.settings.database_url)
+    # A database that failed a moment ago is not probed again (a hung one would hold the probe
+    # for the store's deadline): /readyz answers at once, as hook calls go on without it.
+    store_ok, store_detail = (
+        ping(rt.settings.database_url) if rt.store_available() else (False, "unavailable")
+    )
     body: dict[str, Any] = {
         "status": "ready" if store_ok else "not-ready",
         "knowledge": {

@@ -10,8 +10,9 @@ from cds_service.errors import InvalidRequest, Issue, ServiceUnavailable, Unknow
 from cds_service.metrics import FEEDBACK
 from cds_service.protocol.schemas import validate
 from cds_service.runtime import Runtime
-from cds_service.store import StoreUnavailable
+from cds_service.store import StoreRefused, StoreUnavailable
 from cds_service.store.feedback import save_feedback
+from cds_service.store.schema import feedback as feedback_table
 
 
 def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, int]:
@@ -39,10 +40,29 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
     ]
     if wrong:
         raise InvalidRequest("the feedback has an outcomeTimestamp the service cannot use", wrong)
+    unstorable = [issue for i, item in enumerate(items) for issue in storable(item, i)]
+    if unstorable:
+        raise InvalidRequest("the feedback has a value the service cannot store", unstorable)
     items = [_with_readable_time(item, at) for item, at in zip(items, times, strict=True)]
+    if not runtime.store_available():  # failed a moment ago: answer now rather than wait on it
+        raise ServiceUnavailable("feedback could not be stored; please send it again", 30)
     runtime.recorder.flush()  # so feedback on a card this worker just issued finds its record
+    if runtime.recorder.unrecorded({item["card"] for item in items}):
+        # A card shown while the database was down, not recorded yet: stored now, the feedback
+        # could not be attributed to it (and would not hold the card back). The EHR retries.
+        raise ServiceUnavailable(
+            "the card this feedback is about is not recorded yet; please send it again",
+            retry_after=5,
+        )
     try:
         new = save_feedback(runtime.settings.database_url, service_id, items, now)
+    except StoreRefused:
+        # A value the checks above let through and the database cannot hold: the caller's data,
+        # so 400; the database itself is fine, so nothing else is switched off.
+        raise InvalidRequest(
+            "the feedback has a value the database cannot store",
+            [Issue("value", "a value of this feedback cannot be stored", "$.feedback")],
+        ) from None
     except StoreUnavailable:
         runtime.store_failed("save feedback")
         raise ServiceUnavailable(
@@ -57,6 +77,36 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
         for item in items:
             FEEDBACK.labels(service_id, item["outcome"]).inc()
     return {"received": len(items), "new": new}
+
+
+# Where each stored text of a feedback item comes from: (JSON path within the item, column). The
+# column sizes are read from the table definition, the one source of truth.
+_STORED_TEXT = (
+    (("card",), "card_uuid"),
+    (("overrideReason", "reason", "system"), "override_system"),
+    (("overrideReason", "reason", "code"), "override_code"),
+    (("overrideReason", "reason", "display"), "override_display"),
+    (("overrideReason", "userComment"), "user_comment"),
+)
+
+
+def storable(item: dict[str, Any], index: int) -> list[Issue]:
+    """Why the database could not hold a text of this (schema-valid) item: a NUL character
+    (PostgreSQL text cannot hold one) or more characters than its column; one issue per field."""
+    issues = []
+    for path, column in _STORED_TEXT:
+        value: Any = item
+        for name in path:
+            value = value.get(name) if isinstance(value, dict) else None
+        if not isinstance(value, str):
+            continue
+        where = f"$.feedback[{index}].{'.'.join(path)}"
+        limit = getattr(feedback_table.c[column].type, "length", None)
+        if "\x00" in value:
+            issues.append(Issue("value", f"{path[-1]} contains a NUL character", where))
+        elif limit is not None and len(value) > limit:
+            issues.append(Issue("too-long", f"{path[-1]} is longer than {limit} characters", where))
+    return issues
 
 
 # When a clinician acted can be a little ahead of this server's clock (clocks drift), never far: a

@@ -146,10 +146,11 @@ def _record(
     cards: list[tuple[dict[str, Any], Finding]],
     now: datetime,
 ) -> None:
-    """Queue the issued cards for recording (feedback attribution, snoozing); fail-open like snoozing."""
+    """Queue the issued cards for recording (feedback attribution, snoozing); while the database is
+    down the recorder holds them, so an override of one of them can still be attributed."""
     for card, _ in cards:
         inc(CARDS, service_id, card["source"]["topic"]["code"], card["indicator"])
-    if not cards or not runtime.store_available():
+    if not cards:
         return
     issued = [
         # Positional, in IssuedCard's field order: card uuid, service, kind, indicator,

@@ -57,6 +57,8 @@ class Runtime:
                 database_url=settings.database_url,
                 jwks_cache=JwksCache(self.http, settings.jwks_cache_seconds),
                 clock_skew_seconds=settings.jwt_clock_skew_seconds,
+                store_available=self.store_available,
+                on_store_failure=self.store_failed,
             )
 
     def store_available(self) -> bool:
@@ -76,5 +78,7 @@ class Runtime:
     def close(self) -> None:
         """Store queued records, release the HTTP pool and threads (at worker exit)."""
         self.recorder.close()
+        if self.verifier is not None:
+            self.verifier.close()
         self.http.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

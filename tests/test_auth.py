@@ -333,7 +333,7 @@ def test_the_shipped_trust_file_takes_the_sandbox_key_without_fetching_its_jku()
     verifier = Verifier(issuers, BASE, "sqlite://", JwksCache(http))
     kid = "44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"
     header = {"alg": "ES384", "typ": "JWT", "kid": kid, "jku": sandbox.jku[0]}
-    assert verifier._key(sandbox, header, kid).key_id == kid
+    assert verifier._key(sandbox, header, kid)[0].key_id == kid
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -17,7 +17,8 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,11 +123,28 @@ class DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
+@contextmanager
+def call_deadline(seconds: float) -> Iterator[None]:
+    """Within this block, every connect, read and write this thread makes through
+    new_http_client() ends by `seconds` from now (for callers outside FhirClient: the JWKS fetch)."""
+    previous = getattr(_deadline, "at", None)
+    _deadline.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _deadline.at = previous
+
+
 def new_http_client() -> httpx.Client:
     """The service's outgoing HTTP client: no redirects, no proxy from the environment, deadlines."""
     transport = httpx.HTTPTransport(trust_env=False)
     # httpx (0.28, 0.29) takes no network backend; its pool keeps one in this attribute, and
     # tests/test_hostile.py fails if a drip-feeding server is no longer cut off at the deadline.
+    # Public API alone is not enough: a per-request timeout recomputed from the time left bounds
+    # each read, not the call, so headers or a body sent one byte at a time keep a fetch thread
+    # past the deadline (tried: test_fhir_faults' drip-headers and drip-body cases then fail);
+    # httpcore.ConnectionPool(network_backend=...) is public, but wrapping it in our own httpx
+    # transport means redoing httpx's request and exception mapping.
     transport._pool._network_backend = DeadlineBackend()
     return httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
 

@@ -10,11 +10,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import DateTime, case, func, insert, literal, select
 
-from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
+from cds_service.store import session
 from cds_service.store.schema import feedback, issued_cards
 
 
@@ -35,18 +35,33 @@ class IssuedCard(NamedTuple):
     issued_at: datetime
 
 
+# No override predates this (the feedback endpoint refuses earlier outcome times).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _overridden_at() -> Any:
+    """When an override takes effect: its outcome time, but never after the service received it
+    (a far-future time stored by an older version or by hand cannot hide a card beyond its snooze
+    period) nor before 2000 (so every value read back is one Python can hold: PostgreSQL stores
+    years up to 294276, and infinity)."""
+    outcome, received = feedback.c.outcome_at, feedback.c.received_at
+    earliest = literal(EARLIEST, DateTime(timezone=True))
+    return case(
+        (outcome > received, received),
+        (outcome < earliest, earliest),
+        else_=outcome,
+    )
+
+
 def overrides_for(url: str, patient: str) -> dict[tuple[str, str], datetime]:
     """(card kind, evidence hash) -> latest time a clinician overrode such a card for this patient."""
     query = (
-        select(feedback.c.card_kind, feedback.c.evidence_hash, func.max(feedback.c.outcome_at))
+        select(feedback.c.card_kind, feedback.c.evidence_hash, func.max(_overridden_at()))
         .where(feedback.c.patient_hash == patient, feedback.c.outcome == "overridden")
         .group_by(feedback.c.card_kind, feedback.c.evidence_hash)
     )
-    try:
-        with engine_for(url).connect() as connection:
-            rows = connection.execute(query).all()
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+    with session(url) as connection:
+        rows = connection.execute(query).all()
     return {(kind, evidence): _aware(when) for kind, evidence, when in rows}
 
 
@@ -109,11 +124,8 @@ def _overridden_since(url: str, since: datetime | None) -> list[tuple[str, datet
     )
     if since is not None:
         query = query.where(feedback.c.received_at >= since)
-    try:
-        with engine_for(url).connect() as connection:
-            rows = connection.execute(query).all()
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+    with session(url) as connection:
+        rows = connection.execute(query).all()
     return [(patient, _aware(received)) for patient, received in rows]
 
 
@@ -121,11 +133,8 @@ def record_issued(url: str, cards: list[IssuedCard]) -> None:
     """Store the cards just returned (one transaction)."""
     if not cards:
         return
-    try:
-        with engine_for(url).begin() as connection:
-            connection.execute(insert(issued_cards), [card._asdict() for card in cards])
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+    with session(url, write=True) as connection:
+        connection.execute(insert(issued_cards), [card._asdict() for card in cards])
 
 
 def _aware(value: datetime) -> datetime:

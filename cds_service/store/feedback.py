@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
+from cds_service.store import session
 from cds_service.store.schema import feedback, issued_cards
 
 
@@ -60,20 +60,16 @@ def save_feedback(
 ) -> int:
     """Store a validated batch; returns how many items were new. Commits before returning."""
     rows = [_row(service_id, item, received_at) for item in items]
-    try:
-        engine = engine_for(url)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    new = 0
+    with session(url, write=True) as connection:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         # RETURNING tells which rows were new: rowcount is not reliable for upserts on every driver.
         statement = (
             dialect.insert(feedback)
             .on_conflict_do_nothing(index_elements=["item_hash"])
             .returning(feedback.c.id)
         )
-        new = 0
-        with engine.begin() as connection:
-            _attribute(connection, rows)
-            for row in rows:
-                new += len(connection.execute(statement, row).all())
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+        _attribute(connection, rows)
+        for row in rows:
+            new += len(connection.execute(statement, row).all())
     return new

@@ -5,17 +5,22 @@ A synchronous write would add a commit to every hook call (~4 ms of wall time on
 `synchronous_commit` on; bench/README.md); the records feed snoozing and reports
 only. The feedback endpoint flushes the queue first, so feedback on a card this worker just issued
 always finds the card's record.
+
+While the database is down, the cards are held (up to `max_pending`) and stored when it returns, so
+feedback on a card shown during an outage is still attributed to it; `unrecorded()` tells the
+feedback endpoint which cards are still waiting (it answers 503 for those, and the EHR retries).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 
-from cds_service.store import StoreUnavailable
+from cds_service.store import StoreRefused, StoreUnavailable
 from cds_service.store.cards import IssuedCard, record_issued
 
 log = logging.getLogger(__name__)
@@ -30,13 +35,23 @@ class CardRecorder:
         on_failure: Callable[[str], None],
         max_pending: int = 10_000,
         batch_window: float = 0.05,
+        retry_seconds: float = 1.0,
     ) -> None:
         self.url = url
         self.on_failure = on_failure
         self.batch_window = batch_window
+        self.retry_seconds = retry_seconds
+        self.max_pending = max_pending
         self._queue: queue.Queue[list[IssuedCard] | None] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._held: list[IssuedCard] = []  # a failed batch, stored again when the database returns
+        self._waiting: set[str] = set()  # uuids of cards queued or held, not yet stored
+
+    def unrecorded(self, card_uuids: set[str]) -> set[str]:
+        """Those of `card_uuids` this worker issued and has not stored yet."""
+        with self._lock:
+            return card_uuids & self._waiting
 
     def submit(self, cards: list[IssuedCard]) -> None:
         """Queue cards for storing; when the queue is full (database far behind) they are dropped."""
@@ -51,10 +66,17 @@ class CardRecorder:
             self._queue.put_nowait(cards)
         except queue.Full:
             self.on_failure("record issued cards (queue full)")
+            return
+        with self._lock:
+            self._waiting.update(card.card_uuid for card in cards)
 
     def flush(self, timeout: float = 2.0) -> None:
-        """Wait until everything queued so far is stored (or failed), at most `timeout` seconds."""
+        """Wait until everything queued or held so far is stored (or failed again), at most
+        `timeout` seconds."""
         deadline = time.monotonic() + timeout
+        if self._held:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait([])  # wakes the writer to try the held cards now
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks:
                 remaining = deadline - time.monotonic()
@@ -72,24 +94,39 @@ class CardRecorder:
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                # With cards held from a failed write, wake up to retry them even if none arrive.
+                batch = [self._queue.get(timeout=self.retry_seconds if self._held else None)]
+            except queue.Empty:
+                batch = []
             # Let a batch gather, then store it in one transaction; sleeping rather than waiting on
             # the queue spares each hook call a wake-up of this thread.
             time.sleep(self.batch_window)
-            while batch[-1] is not None and len(batch) < 500:
+            while (not batch or batch[-1] is not None) and len(batch) < 500:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            cards = [card for cards in batch if cards is not None for card in cards]
+            cards = self._held + [card for cards in batch if cards is not None for card in cards]
+            self._held = []
             try:
                 record_issued(self.url, cards)
+                stored = cards
+            except StoreRefused:  # our own data refused: retrying cannot help
+                log.exception("issued-card recording refused by the database")
+                stored = cards
             except StoreUnavailable:
                 self.on_failure("record issued cards")
+                # Held for the next try; beyond max_pending the oldest go (counted as failures).
+                self._held = cards[-self.max_pending :]
+                stored = cards[: len(cards) - len(self._held)]
             except Exception:  # never let the writer die: log where it failed, keep serving
                 log.exception("issued-card recording failed")
+                stored = cards
             finally:
                 for _ in batch:
                     self._queue.task_done()
-            if batch[-1] is None:  # close(): everything queued before it is stored
+            with self._lock:
+                self._waiting.difference_update(card.card_uuid for card in stored)
+            if batch and batch[-1] is None:  # close(): everything queued before it is stored
                 return

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
+from cds_service.store import session
 from cds_service.store.schema import jwt_replay
 
 
@@ -20,16 +20,12 @@ def remember_jti(url: str, key: str, expires_at: datetime, now: datetime) -> boo
     """Record a JWT id in one statement; False when it is already recorded and not yet expired (a
     replay). Expired ids are removed by `cds-service prune`; until then one is simply taken over.
     Raises StoreUnavailable."""
-    try:
-        engine = engine_for(url)
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    with session(url, write=True) as connection:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(jwt_replay).values(token_hash=key, expires_at=expires_at)
         statement = statement.on_conflict_do_update(
             index_elements=["token_hash"],
             set_={"expires_at": statement.excluded.expires_at},
             where=jwt_replay.c.expires_at < now,
         ).returning(jwt_replay.c.token_hash)
-        with engine.begin() as connection:
-            return connection.execute(statement).first() is not None
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+        return connection.execute(statement).first() is not None

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 
-from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for
+from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for, unbounded
 from cds_service.store.schema import feedback, issued_cards, jwt_replay
 
 
@@ -55,8 +55,8 @@ def report(url: str, since: datetime | None) -> list[KindReport]:
         shown_query = shown_query.where(issued_cards.c.issued_at >= since)
         outcome_query = outcome_query.where(issued_cards.c.issued_at >= since)
     try:
-        with engine_for(url).connect() as connection:
-            shown = connection.execute(shown_query).all()
+        with engine_for(url).begin() as connection:
+            shown = unbounded(connection).execute(shown_query).all()
             outcomes = connection.execute(outcome_query).all()
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None
@@ -75,6 +75,7 @@ def prune(url: str, before: datetime, now: datetime) -> dict[str, int]:
     """Delete issued cards and feedback recorded before `before`, and expired JWT ids."""
     try:
         with engine_for(url).begin() as connection:
+            unbounded(connection)  # a year of records may take longer than a call's timeout
             old_cards = select(issued_cards.c.card_uuid).where(issued_cards.c.issued_at < before)
             removed_feedback = connection.execute(
                 delete(feedback).where(

@@ -77,7 +77,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])
             }
             path = lines[0].split(" ")[1]
-            fault = path.split("/")[1]
+            fault = self.server.override or path.split("/")[1]
             getattr(self, "fault_" + fault.replace("-", "_"), self.fault_unknown)(sock, conn, path)
         except OSError:
             pass
@@ -191,6 +191,15 @@ class _Handler(socketserver.BaseRequestHandler):
     def fault_redirect(self, sock: socket.socket, conn: Connection, path: str) -> None:
         self._answer(sock, conn, b"", "302 Found", "Location: /admin/steal\r\n")
 
+    def fault_jwks(self, sock: socket.socket, conn: Connection, path: str) -> None:
+        """The JWK Set the test put in `FaultyFhirServer.jwks` (a JWKS endpoint that works)."""
+        body = json.dumps(self.server.jwks).encode()
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self._send(sock, conn, head.encode() + body)
+
     def fault_next(self, sock: socket.socket, conn: Connection, path: str) -> None:
         """A searchset whose next link is the rest of the path after `/next/<n>/`, as stored."""
         if "/Patient/" in path:
@@ -210,6 +219,8 @@ class _Server(socketserver.ThreadingTCPServer):
         self.connections: list[Connection] = []
         self.stopping = threading.Event()
         self.next_links: list[str] = []
+        self.jwks: dict[str, Any] = {"keys": []}
+        self.override: str | None = None  # a fault every path answers with, whatever it names
 
 
 class FaultyFhirServer:
@@ -227,6 +238,14 @@ class FaultyFhirServer:
         """A fhirServer whose searches answer a Bundle with `next_url` as its next link."""
         self._server.next_links.append(next_url.replace("{origin}", self.origin))
         return f"{self.origin}/next/{len(self._server.next_links) - 1}/fhir"
+
+    def serve_jwks(self, jwks: dict[str, Any]) -> None:
+        """What the `jwks` fault answers."""
+        self._server.jwks = jwks
+
+    def answer_every_path_with(self, fault: str | None) -> None:
+        """Make every request answer with `fault` (None: each path names its own again)."""
+        self._server.override = fault
 
     @property
     def connections(self) -> list[Connection]:
