@@ -112,6 +112,10 @@ def serve(
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 30)
+            # Idle keep-alive connections live longer here than in the proxy in front (nginx and
+            # ingress-nginx keep idle upstream connections 60 s): the proxy closes one first, and
+            # never sends a call on a connection gunicorn is closing at that instant (a reset).
+            self.cfg.set("keepalive", KEEPALIVE_SECONDS)
             # SIGTERM: stop accepting, let in-flight calls finish for up to 30 s (the longest call
             # is ~10 s; deploy/k8s's terminationGracePeriodSeconds counts on this value).
             self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS)
@@ -136,6 +140,7 @@ def serve(
 
 
 GRACEFUL_TIMEOUT_SECONDS = 30
+KEEPALIVE_SECONDS = 75
 
 
 def _prepare_metrics_dir() -> None:
