@@ -144,7 +144,6 @@ class Cluster:
     replicas: list[Replica]
     nginx: str = ""  # https://127.0.0.1:port
     ca: Any = None
-    logs: list[str] = field(default_factory=list)
 
     def stored_cards(self, patients: list[str]) -> int:
         hashes = [patient_hash(HASH_KEY, patient) for patient in patients]
