@@ -34,8 +34,8 @@ RUN /opt/tools/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . 
       --output-file /sbom.cdx.json /opt/cds/bin/python
 
 FROM ${BASE_IMAGE}
-# XDG_RUNTIME_DIR: gunicorn's control socket goes to $XDG_RUNTIME_DIR/gunicorn.ctl (else to
-# ~/.gunicorn, not writable here). PROMETHEUS_MULTIPROC_DIR: each worker's metric files, so
+# XDG_RUNTIME_DIR: a writable runtime directory for whatever looks for one (`serve` turns
+# gunicorn's control socket off). PROMETHEUS_MULTIPROC_DIR: each worker's metric files, so
 # /metrics adds up every worker. Both belong on tmpfs (docker run --read-only --tmpfs /tmp
 # --tmpfs /run/prometheus:uid=10001,gid=10001; emptyDirs in deploy/k8s).
 ENV PATH=/opt/cds/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

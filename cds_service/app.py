@@ -38,7 +38,8 @@ def create_app(
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
     try:
-        migrate(settings.database_url)
+        applied = migrate(settings.database_url)
+        log.info("database schema current: %d migrations applied at this start", applied)
     except StoreUnavailable:
         # Hook calls still work without the database (no snoozing); feedback answers 503 until it
         # returns, and the schema is brought up to date by the next start or `cds-service migrate`.

@@ -91,6 +91,7 @@ def serve(
     from cds_service.app import create_app, warm_up
     from cds_service.store import dispose_engines
 
+    _prepare_metrics_dir()
     # The app is built once, in the master (failing fast on bad settings or knowledge), and warmed
     # up there; the workers are forked from it and share that memory copy-on-write.
     app = _app_or_exit(create_app)
@@ -111,6 +112,17 @@ def serve(
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("timeout", 30)
+            # Idle keep-alive connections live longer here than in the proxy in front (nginx and
+            # ingress-nginx keep idle upstream connections 60 s): the proxy closes one first, and
+            # never sends a call on a connection gunicorn is closing at that instant (a reset).
+            self.cfg.set("keepalive", KEEPALIVE_SECONDS)
+            # SIGTERM: stop accepting, let in-flight calls finish for up to 30 s (the longest call
+            # is ~10 s; deploy/k8s's terminationGracePeriodSeconds counts on this value).
+            self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS)
+            # gunicorn >= 25.1 opens a control socket the service never uses (in a home directory
+            # that is read-only in the image); older versions have no such setting.
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
             self.cfg.set("accesslog", None)  # the app writes its own structured request log
             self.cfg.set("preload_app", True)
             self.cfg.set("post_fork", post_fork)
@@ -125,6 +137,31 @@ def serve(
     scheme = "https" if certfile else "http"
     click.echo(f"CDS Hooks discovery: {scheme}://{host}:{port}/cds-services", err=True)
     Server().run()
+
+
+GRACEFUL_TIMEOUT_SECONDS = 30
+KEEPALIVE_SECONDS = 75
+
+
+def _prepare_metrics_dir() -> None:
+    """Check PROMETHEUS_MULTIPROC_DIR and empty it (files left by a previous run would be added to
+    this one's counts); exit 1 if it is set but unusable. Unset: /metrics shows one worker's counts."""
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if value is None:
+        log.warning(
+            "PROMETHEUS_MULTIPROC_DIR is not set: /metrics counts only the worker that answers it"
+        )
+        return
+    directory = Path(value)
+    if not value.strip() or not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        click.echo(
+            f"cannot start: PROMETHEUS_MULTIPROC_DIR={value!r} must name a writable directory "
+            "(or be unset)",
+            err=True,
+        )
+        sys.exit(1)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
 
 
 @main.command()

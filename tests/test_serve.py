@@ -189,3 +189,38 @@ def test_a_chunked_body_over_the_limit_is_413(tmp_path: Path) -> None:
         assert answer.status_code == 413, answer.text
         assert answer.json()["issue"][0]["code"] == "too-long"
         served.stop()
+
+
+def test_no_control_socket_and_the_metrics_directory_emptied_at_start(tmp_path: Path) -> None:
+    runtime_dir, metrics_dir = tmp_path / "run", tmp_path / "prometheus"
+    runtime_dir.mkdir()
+    metrics_dir.mkdir()
+    stale = metrics_dir / "counter_999999.db"  # left by an earlier run: would add to the counts
+    stale.write_bytes(b"old")
+    env = {"XDG_RUNTIME_DIR": str(runtime_dir), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with serve(tmp_path, "--workers", "2", CDS_AUTH="off", **env) as served:
+        assert not stale.exists()
+        for _ in range(6):
+            assert served.client.get(f"{served.base}/cds-services").status_code == 200
+        metrics = served.client.get(f"{served.base}/metrics").text
+        output = served.stop()
+    assert 'cds_requests_total{endpoint="/cds-services",service="",status="200"} 6.0' in metrics
+    assert not (runtime_dir / "gunicorn.ctl").exists()
+    assert "control socket" not in output.lower(), output
+
+
+@pytest.mark.parametrize("value", ["", "does-not-exist"])
+def test_an_unusable_metrics_directory_stops_the_start(tmp_path: Path, value: str) -> None:
+    environ = {**os.environ, "CDS_AUTH": "off", "CDS_ENV": "production"}
+    environ["CDS_PATIENT_HASH_KEY"] = "k"
+    environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / value) if value else ""
+    done = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(free_port())],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert "PROMETHEUS_MULTIPROC_DIR" in done.stderr and "writable directory" in done.stderr

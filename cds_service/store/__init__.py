@@ -8,6 +8,7 @@ database work goes through `session()`, which gives it a deadline (`DEADLINE_SEC
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import threading
@@ -258,10 +259,41 @@ def migrate(url: str) -> int:
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     engine = config.attributes["engine"] = engine_for(url)
     try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_heads()
-        pending = list(ScriptDirectory.from_config(config).iterate_revisions("heads", current))
-        command.upgrade(config, "head")
-    except STORE_ERRORS as error:
-        raise StoreUnavailable(type(error).__name__) from None
+        # Replicas starting together all call this: one migrates, the others wait, then find the
+        # schema current (without the lock two would create the same tables and one would fail).
+        with _migration_lock(engine):
+            with engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_heads()
+            pending = list(ScriptDirectory.from_config(config).iterate_revisions("heads", current))
+            command.upgrade(config, "head")
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(type(exc).__name__) from None
     return len(pending)
+
+
+# pg_advisory_xact_lock's key for migrations: any fixed number no other lock of the database uses.
+_MIGRATION_LOCK_KEY = 0x6364735F6D696772  # "cds_migr"
+# How long a starting replica waits for another's migration before it gives up and starts without.
+_MIGRATION_LOCK_TIMEOUT = "60s"
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Hold the database's migration lock: on PostgreSQL an advisory lock (held by a transaction on
+    its own connection, released when it ends, even if this process dies); on an SQLite file an
+    exclusive lock on a file beside it (SQLite has no lock of its own outside a transaction)."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text(f"SET LOCAL lock_timeout = '{_MIGRATION_LOCK_TIMEOUT}'"))
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
+            yield
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        yield  # an in-memory database belongs to one process
+        return
+    with open(f"{database}.migrate-lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file is closed
+        yield

@@ -169,7 +169,7 @@ def test_paths_and_statuses(document: dict[str, Any]) -> None:
     assert set(feedback["responses"]) == {"200", "400", "401", "404", "413", "415", "503"}
     assert "Retry-After" in feedback["responses"]["503"]["headers"]
     assert "WWW-Authenticate" in responses["401"]["headers"]
-    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
+    assert set(paths["/readyz"]["get"]["responses"]) == {"200"}
     assert document["components"]["securitySchemes"]["cdsClientJwt"] == {
         **document["components"]["securitySchemes"]["cdsClientJwt"],
         "type": "http",

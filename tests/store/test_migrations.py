@@ -76,3 +76,33 @@ def test_recorder_reports_a_down_database_and_keeps_going(tmp_path: object) -> N
     recorder.submit([card])
     recorder.close(timeout=10)
     assert failures == ["record issued cards", "record issued cards"]
+
+
+def test_replicas_started_together_migrate_once(database_url: str) -> None:
+    """Several processes (replicas starting at once) migrate the same fresh database: exactly one
+    applies the migrations, the others wait for it and find nothing to do, none fails."""
+    import subprocess
+    import sys
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from tests.conftest import ROOT
+
+    script = "import sys; from cds_service.store import migrate; print(migrate(sys.argv[1]))"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, database_url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    assert [p.returncode for p in processes] == [0] * 4, [err for _, err in results]
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "cds_service" / "store" / "migrations"))
+    revisions = len(list(ScriptDirectory.from_config(config).walk_revisions()))
+    assert sorted(int(out) for out, _ in results) == [0, 0, 0, revisions]
