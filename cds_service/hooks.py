@@ -72,14 +72,12 @@ def call_service(
     if hook == "order-select":
         _check_selections(body["context"])
 
-    fetcher, fetcher_problem = _fetcher(runtime, body)
     settings = runtime.settings
     data = gather(
         list(spec.prefetch),
         body.get("prefetch") or {},
         body["context"],
-        fetcher,
-        fetcher_problem,
+        lambda: _fhir_client(runtime, body),
         runtime.executor,
         settings.fhir_deadline_seconds,
     )
@@ -184,14 +182,19 @@ def request_from_bundle(
     }
 
 
-def _fetcher(runtime: Runtime, body: dict[str, Any]) -> tuple[FhirClient | None, str | None]:
+def _fhir_client(runtime: Runtime, body: dict[str, Any]) -> FhirClient:
+    """The request's FHIR server as a client; called only when a prefetch key must be fetched.
+
+    Raises FhirFetchError (the call then fails with 412) when there is no fhirServer or it is not
+    one the service may call; a refused server is logged, a missing one is the client's choice.
+    """
     server = body.get("fhirServer")
     if not server:
-        return None, "the request has no fhirServer to fetch it from"
+        raise FhirFetchError("the request has no fhirServer to fetch it from")
     auth = body.get("fhirAuthorization") or {}
     settings = runtime.settings
     try:
-        client = FhirClient(
+        return FhirClient(
             http=runtime.http,
             base_url=server,
             allowlist=settings.fhir_server_allowlist,
@@ -201,8 +204,7 @@ def _fetcher(runtime: Runtime, body: dict[str, Any]) -> tuple[FhirClient | None,
         )
     except FhirFetchError as exc:
         log.warning("fhirServer refused", extra={"reason": str(exc)})
-        return None, str(exc)
-    return client, None
+        raise
 
 
 def _issues(problems: list[Any]) -> list[Issue]:

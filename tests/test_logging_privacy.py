@@ -236,6 +236,25 @@ def test_full_flows_log_no_secret_or_patient_data(
     logs.assert_clean()
 
 
+def test_a_fhir_server_the_call_did_not_need_is_not_warned_about(
+    debug_app: Flask, logs: Logs
+) -> None:
+    """Every key prefetched: the fhirServer (not allowlisted here) is never checked, so no warning.
+    A key to fetch from that server: refused, warned about once, and the call is a 412."""
+    client: FlaskClient = debug_app.test_client()
+    assert client.post(URL, json=hook_request(NOT_ALLOWLISTED)).status_code == 200
+    lines = logs.json_lines()
+    assert [line["logger"] for line in lines] == ["cds_service.access"]
+    assert [line["level"] for line in lines] == ["INFO"]
+
+    fetch = client.post(URL, json=hook_request(NOT_ALLOWLISTED, conditions=_ABSENT))
+    assert fetch.status_code == 412, fetch.get_data(as_text=True)
+    assert "allowlist" in fetch.get_data(as_text=True)
+    warnings = [line for line in logs.json_lines()[1:] if line["level"] == "WARNING"]
+    assert [w["message"] for w in warnings] == ["fhirServer refused"]
+    assert "allowlist" in warnings[0]["reason"]
+
+
 def test_an_unexpected_error_logs_where_not_what(
     debug_app: Flask, logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
