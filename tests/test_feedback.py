@@ -280,8 +280,8 @@ def test_report_and_cli(
 OTHER_REASON = {
     "reason": {
         "system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
-        "code": "recipient-disagrees-evidence",
-        "display": "Patient declined",
+        "code": "patient-refuses",
+        "display": "Patient refuses/declines (no context given)*",
     }
 }
 
@@ -301,7 +301,11 @@ ORDERINGS = {
     "accepted-twice": ([("accepted", None), ("accepted", None)], (1, 0, {}), False),
     "overridden-twice": (
         [("overridden", REASON), ("overridden", OTHER_REASON)],
-        (0, 1, {"Patient declined": 1}),  # one card, the reason of its latest override
+        (
+            0,
+            1,
+            {"Patient refuses/declines (no context given)*": 1},
+        ),  # one card, the reason of its latest override
         True,
     ),
     "dismissed": ([("overridden", "-")], (0, 1, {"(no reason given)": 1}), True),
@@ -321,6 +325,20 @@ def test_one_outcome_per_card_and_an_accepted_card_never_snoozes(
     row = {r.kind: r for r in report(database_url, None)}["calcium-low"]
     assert (row.accepted, row.overridden, dict(row.reasons)) == (accepted, overridden, reasons)
     assert ("calcium-low" not in call(client)) is snoozes
+
+
+def test_a_reason_sent_as_a_code_alone_counts_with_the_same_reason_sent_in_full(
+    client: FlaskClient, database_url: str
+) -> None:
+    """The sandbox sends overrideReason.reason as system + code, without the display."""
+    first = call(client)["calcium-low"]
+    send(client, item(first, "overridden", overrideReason=REASON))
+    lower = json.loads(json.dumps(hook_request()).replace("8.4", "8.3"))
+    second = call(client, lower)["calcium-low"]
+    code_only = {"reason": {k: v for k, v in REASON["reason"].items() if k != "display"}}
+    send(client, item(second, "overridden", overrideReason=code_only))
+    row = {r.kind: r for r in report(database_url, None)}["calcium-low"]
+    assert dict(row.reasons) == {REASON["reason"]["display"]: 2}
 
 
 def test_accepting_a_dismissed_card_lifts_its_snooze_at_once(client: FlaskClient) -> None:

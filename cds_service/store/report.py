@@ -59,21 +59,29 @@ def report(url: str, since: datetime | None) -> list[KindReport]:
         raise StoreUnavailable(type(exc).__name__) from None
     kinds: dict[str, KindReport] = {kind: KindReport(kind, shown=count) for kind, count in shown}
     accepted: set[str] = set()
-    override_reason: dict[str, str] = {}  # card -> reason of its latest override
+    override_reason: dict[
+        str, str
+    ] = {}  # card -> reason (code, else display) of its latest override
     card_kind: dict[str, str] = {}
+    # A reason is counted by its code, named by the display any item gave it: some clients (the
+    # CDS Hooks sandbox) send the code alone, and the same reason must not count as two.
+    display_of: dict[str, str] = {}
     for card, kind, outcome, code, display in items:
         card_kind[card] = kind
         if outcome == "accepted":
             accepted.add(card)
-        else:
-            override_reason[card] = display or code or "(no reason given)"
+            continue
+        override_reason[card] = code or display or "(no reason given)"
+        if code and display:
+            display_of.setdefault(code, display)
     for card, kind in card_kind.items():
         entry = kinds.setdefault(kind, KindReport(kind))
         if card in accepted:
             entry.accepted += 1
         else:
             entry.overridden += 1
-            entry.reasons[override_reason[card]] += 1
+            reason = override_reason[card]
+            entry.reasons[display_of.get(reason, reason)] += 1
     return sorted(kinds.values(), key=lambda k: k.kind)
 
 
