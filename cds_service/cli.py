@@ -205,7 +205,8 @@ def report_command(since: datetime | None) -> None:
         sys.exit(1)
     click.echo(f"Card outcomes since {start.date().isoformat() if start else 'the first record'}")
     click.echo(
-        "acceptance rate = accepted / (accepted + overridden); cards without feedback were not acted on\n"
+        "one outcome per card: accepted if a suggestion was taken (even if dismissed later), else\n"
+        "overridden; rate = accepted / (accepted + overridden); cards without feedback were not acted on\n"
     )
     header = f"{'card kind':32} {'shown':>6} {'accepted':>9} {'overridden':>11} {'rate':>6}  top override reasons"
     click.echo(header)

@@ -72,14 +72,12 @@ def call_service(
     if hook == "order-select":
         _check_selections(body["context"])
 
-    fetcher, fetcher_problem = _fetcher(runtime, body)
     settings = runtime.settings
     data = gather(
         list(spec.prefetch),
         body.get("prefetch") or {},
         body["context"],
-        fetcher,
-        fetcher_problem,
+        lambda: _fhir_client(runtime, body),
         runtime.executor,
         settings.fhir_deadline_seconds,
     )
@@ -185,27 +183,27 @@ def request_from_bundle(
     }
 
 
-def _fetcher(runtime: Runtime, body: dict[str, Any]) -> tuple[FhirClient | None, str | None]:
+def _fhir_client(runtime: Runtime, body: dict[str, Any]) -> FhirClient:
+    """The request's FHIR server as a client; called only when a prefetch key must be fetched.
+
+    Raises FhirFetchError when there is no fhirServer or it is not one the service may call
+    (prefetch.gather logs it, and fails the call with 412 if a required key needed it).
+    """
     server = body.get("fhirServer")
     if not server:
-        return None, "the request has no fhirServer to fetch it from"
+        raise FhirFetchError("the request has no fhirServer to fetch it from")
     auth = body.get("fhirAuthorization") or {}
     settings = runtime.settings
-    try:
-        client = FhirClient(
-            http=runtime.http,
-            base_url=server,
-            allowlist=settings.fhir_server_allowlist,
-            access_token=auth.get("access_token"),
-            timeout_seconds=settings.fhir_timeout_seconds,
-            max_pages=settings.fhir_max_pages,
-            deadline_seconds=settings.fhir_deadline_seconds,
-            max_bytes=settings.fhir_max_response_bytes,
-        )
-    except FhirFetchError as exc:
-        log.warning("fhirServer refused", extra={"reason": str(exc)})
-        return None, str(exc)
-    return client, None
+    return FhirClient(
+        http=runtime.http,
+        base_url=server,
+        allowlist=settings.fhir_server_allowlist,
+        access_token=auth.get("access_token"),
+        timeout_seconds=settings.fhir_timeout_seconds,
+        max_pages=settings.fhir_max_pages,
+        deadline_seconds=settings.fhir_deadline_seconds,
+        max_bytes=settings.fhir_max_response_bytes,
+    )
 
 
 def _issues(problems: list[Any]) -> list[Issue]:

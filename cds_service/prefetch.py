@@ -110,22 +110,27 @@ class Fetcher(Protocol):
         """A paginated Bundle with all its remaining pages merged in."""
 
 
+# One fetch for one key, run on the executor with the call's FHIR client.
+Job = Callable[[Fetcher], dict[str, Any] | None]
+
+
 def gather(
     templates: list[PrefetchTemplate],
     prefetch: Mapping[str, Any],
     context: Mapping[str, Any],
-    fetcher: Fetcher | None,
-    fetcher_problem: str | None,
+    connect: Callable[[], Fetcher],
     executor: Executor,
     deadline_seconds: float,
 ) -> dict[str, dict[str, Any] | None]:
     """The data for every template key, fetching what the client did not supply.
 
-    `fetcher` is None when the request names no usable FHIR server; `fetcher_problem` then says why.
+    `connect` gives the call's FHIR client, or raises FhirFetchError saying why the request's
+    fhirServer cannot be used; it is called only when something must be fetched, so a fhirServer
+    the call does not need is neither checked nor complained about.
     Raises PreconditionFailed naming each required key that could not be obtained.
     """
     data: dict[str, dict[str, Any] | None] = {}
-    jobs: dict[str, Callable[[], dict[str, Any] | None]] = {}
+    jobs: dict[str, Job] = {}
     failures: list[Issue] = []
 
     for template in templates:
@@ -136,7 +141,7 @@ def gather(
         elif state is KeyState.PRESENT:
             assert supplied is not None
             if supplied.get("resourceType") == "Bundle" and has_next_page(supplied):
-                jobs[template.key] = _completer(fetcher, supplied)
+                jobs[template.key] = _completer(supplied)
             else:
                 data[template.key] = supplied
         else:
@@ -146,20 +151,23 @@ def gather(
                 if template.required:
                     failures.append(_missing(template.key, str(exc)))
                 continue
-            jobs[template.key] = _querier(fetcher, query)
-
-    if jobs and fetcher is None:
-        for key in jobs:
-            template = next(t for t in templates if t.key == key)
-            if template.required:
-                failures.append(_missing(key, fetcher_problem or "no fhirServer was given"))
-        jobs = {}
+            jobs[template.key] = _querier(query)
 
     if not jobs and not failures:
-        return data  # everything was prefetched: the common case, no threads involved
-    futures: dict[str, Future[dict[str, Any] | None]] = {
-        key: executor.submit(job) for key, job in jobs.items()
-    }
+        return data  # everything was prefetched: the common case, no client, no threads
+    futures: dict[str, Future[dict[str, Any] | None]] = {}
+    if jobs:
+        try:
+            fetcher = connect()
+        except FhirFetchError as refused:
+            required = [t.key for t in templates if t.key in jobs and t.required]
+            failures.extend(_missing(key, str(refused)) for key in required)
+            # A warning when the call fails for it; an optional key the EHR did not send (and
+            # this server may not be asked for) is no operator's problem.
+            level = logging.WARNING if required else logging.INFO
+            log.log(level, "fhirServer refused", extra={"reason": str(refused)})
+        else:
+            futures = {key: executor.submit(job, fetcher) for key, job in jobs.items()}
     done, _ = wait(futures.values(), timeout=deadline_seconds)
     for key, future in futures.items():
         template = next(t for t in templates if t.key == key)
@@ -181,17 +189,15 @@ def gather(
     return data
 
 
-def _querier(fetcher: Fetcher | None, query: str) -> Callable[[], dict[str, Any] | None]:
-    def run() -> dict[str, Any] | None:
-        assert fetcher is not None
+def _querier(query: str) -> Job:
+    def run(fetcher: Fetcher) -> dict[str, Any] | None:
         return fetcher.query(query)
 
     return run
 
 
-def _completer(fetcher: Fetcher | None, bundle: dict[str, Any]) -> Callable[[], dict[str, Any]]:
-    def run() -> dict[str, Any]:
-        assert fetcher is not None
+def _completer(bundle: dict[str, Any]) -> Job:
+    def run(fetcher: Fetcher) -> dict[str, Any]:
         return fetcher.complete(bundle)
 
     return run

@@ -261,11 +261,8 @@ def test_report_and_cli(
     send(client, item(second["calcium-low"], "accepted"))
     rows = {r.kind: r for r in report(database_url, None)}
     low = rows["calcium-low"]
-    assert (low.shown, low.accepted, low.overridden) == (
-        2,
-        1,
-        1,
-    )  # one outcome per card: the latest
+    # One outcome per card: the first card was overridden twice, the second accepted.
+    assert (low.shown, low.accepted, low.overridden) == (2, 1, 1)
     assert low.acceptance_rate == 0.5
     assert low.reasons.most_common(1)[0][0].startswith("Recipient disagrees")
 
@@ -278,6 +275,89 @@ def test_report_and_cli(
     assert "Recipient disagrees" in line
     later = CliRunner().invoke(main, ["report", "--since", "2026-12-01"])
     assert "calcium-low" not in later.output
+
+
+OTHER_REASON = {
+    "reason": {
+        "system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+        "code": "patient-refuses",
+        "display": "Patient refuses/declines (no context given)*",
+    }
+}
+
+# Feedback on one card, in the order it reaches the service (a reason, or "-" for none), and what
+# follows: report (accepted, overridden, override reasons) and whether the card is snoozed.
+ORDERINGS = {
+    # The sandbox's flow: take a suggestion, then dismiss the card (no reason).
+    "accepted-then-dismissed": ([("accepted", None), ("overridden", "-")], (1, 0, {}), False),
+    "accepted-then-overridden-with-reason": (
+        [("accepted", None), ("overridden", REASON)],
+        (1, 0, {}),  # the card was acted on: its reason is stored but not an override reason
+        False,
+    ),
+    # A dismissed card taken up again later (CDS Hooks: "a card once ignored could later be
+    # acted upon"): accepted, and the earlier override no longer holds it back.
+    "overridden-then-accepted": ([("overridden", REASON), ("accepted", None)], (1, 0, {}), False),
+    "accepted-twice": ([("accepted", None), ("accepted", None)], (1, 0, {}), False),
+    "overridden-twice": (
+        [("overridden", REASON), ("overridden", OTHER_REASON)],
+        (
+            0,
+            1,
+            {"Patient refuses/declines (no context given)*": 1},
+        ),  # one card, the reason of its latest override
+        True,
+    ),
+    "dismissed": ([("overridden", "-")], (0, 1, {"(no reason given)": 1}), True),
+}
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_one_outcome_per_card_and_an_accepted_card_never_snoozes(
+    client: FlaskClient, database_url: str, ordering: str
+) -> None:
+    sequence, (accepted, overridden, reasons), snoozes = ORDERINGS[ordering]
+    low = call(client)["calcium-low"]
+    for minute, (outcome, reason) in enumerate(sequence, start=5):
+        extra = {"overrideReason": reason} if isinstance(reason, dict) else {}
+        at = f"2026-11-24T11:{50 + minute:02}:00Z"  # before the fixed clock (a future time is refused)
+        assert send(client, item(low, outcome, at=at, **extra)).get_json()["new"] == 1
+    row = {r.kind: r for r in report(database_url, None)}["calcium-low"]
+    assert (row.accepted, row.overridden, dict(row.reasons)) == (accepted, overridden, reasons)
+    assert ("calcium-low" not in call(client)) is snoozes
+
+
+def test_a_reason_sent_as_a_code_alone_counts_with_the_same_reason_sent_in_full(
+    client: FlaskClient, database_url: str
+) -> None:
+    """The sandbox sends overrideReason.reason as system + code, without the display."""
+    first = call(client)["calcium-low"]
+    send(client, item(first, "overridden", overrideReason=REASON))
+    lower = json.loads(json.dumps(hook_request()).replace("8.4", "8.3"))
+    second = call(client, lower)["calcium-low"]
+    code_only = {"reason": {k: v for k, v in REASON["reason"].items() if k != "display"}}
+    send(client, item(second, "overridden", overrideReason=code_only))
+    row = {r.kind: r for r in report(database_url, None)}["calcium-low"]
+    assert dict(row.reasons) == {REASON["reason"]["display"]: 2}
+
+
+def test_accepting_a_dismissed_card_lifts_its_snooze_at_once(client: FlaskClient) -> None:
+    low = call(client)["calcium-low"]
+    send(client, item(low, "overridden", overrideReason=REASON))
+    assert "calcium-low" not in call(client)
+    send(client, item(low, "accepted", at="2026-11-24T12:02:00Z"))
+    assert "calcium-low" in call(client)
+
+
+def test_an_accepted_card_does_not_lift_the_snooze_of_another_dismissed_one(
+    client: FlaskClient,
+) -> None:
+    """Per card: accepting one card does not undo a dismissal of another of the same kind."""
+    first = call(client)["calcium-low"]
+    send(client, item(first, "accepted"))
+    second = call(client)["calcium-low"]  # same kind, same evidence, a new card
+    send(client, item(second, "overridden", at="2026-11-24T12:02:00Z"))
+    assert "calcium-low" not in call(client)
 
 
 def test_metrics_count_requests_cards_and_feedback(client: FlaskClient) -> None:

@@ -85,6 +85,7 @@ def hook_request(fhir_server: str = NOT_ALLOWLISTED, **prefetch_overrides: Any) 
             }
         ),
         "medications": None,
+        "medication-statements": None,
         "reports": None,
         "procedures": None,
     }
@@ -234,6 +235,36 @@ def test_full_flows_log_no_secret_or_patient_data(
     assert any(r.name == "cds_service.prefetch" for r in records)  # the failure was logged
     assert any(r.name == "cds_service.access" for r in records)
     logs.assert_clean()
+
+
+def test_a_fhir_server_the_call_did_not_need_is_not_warned_about(
+    debug_app: Flask, logs: Logs
+) -> None:
+    """Every key prefetched: the fhirServer (not allowlisted here) is never checked, so no warning.
+    A key to fetch from that server: refused, warned about once, and the call is a 412."""
+    client: FlaskClient = debug_app.test_client()
+    assert client.post(URL, json=hook_request(NOT_ALLOWLISTED)).status_code == 200
+    lines = logs.json_lines()
+    assert [line["logger"] for line in lines] == ["cds_service.access"]
+    assert [line["level"] for line in lines] == ["INFO"]
+
+    fetch = client.post(URL, json=hook_request(NOT_ALLOWLISTED, conditions=_ABSENT))
+    assert fetch.status_code == 412, fetch.get_data(as_text=True)
+    assert "allowlist" in fetch.get_data(as_text=True)
+    warnings = [line for line in logs.json_lines()[1:] if line["level"] == "WARNING"]
+    assert [w["message"] for w in warnings] == ["fhirServer refused"]
+    assert "allowlist" in warnings[0]["reason"]
+
+
+def test_an_optional_key_the_ehr_did_not_send_is_no_warning(debug_app: Flask, logs: Logs) -> None:
+    """Many EHRs prefetch no MedicationStatements (an optional key): with a fhirServer off the
+    allowlist that key is skipped, the call answers, and the refusal is logged below WARNING."""
+    body = hook_request(NOT_ALLOWLISTED)
+    del body["prefetch"]["medication-statements"]
+    assert debug_app.test_client().post(URL, json=body).status_code == 200
+    lines = logs.json_lines()
+    assert [line["level"] for line in lines if line["level"] != "INFO"] == []
+    assert "fhirServer refused" in [line["message"] for line in lines]
 
 
 def test_an_unexpected_error_logs_where_not_what(

@@ -112,7 +112,14 @@ def executor() -> Any:
 def run(
     prefetch: dict[str, Any], fetcher: Any, executor: Any, problem: str | None = None
 ) -> dict[str, Any]:
-    return gather(TEMPLATES, prefetch, CONTEXT, fetcher, problem, executor, deadline_seconds=5)
+    """gather() with `fetcher` as the call's client, or, when it is None, none to be had (`problem`)."""
+
+    def connect() -> Any:
+        if fetcher is None:
+            raise FhirFetchError(problem or "no fhirServer")
+        return fetcher
+
+    return gather(TEMPLATES, prefetch, CONTEXT, connect, executor, deadline_seconds=5)
 
 
 def test_supplied_keys_are_used_and_nothing_is_fetched(executor: Any) -> None:
@@ -122,6 +129,22 @@ def test_supplied_keys_are_used_and_nothing_is_fetched(executor: Any) -> None:
     )
     assert data == {"patient": PATIENT, "conditions": EMPTY_BUNDLE, "procedures": None}
     assert fetcher.asked == []
+
+
+def test_no_client_is_made_when_nothing_must_be_fetched(executor: Any) -> None:
+    connects: list[str] = []
+
+    def connect() -> Any:
+        connects.append("connect")
+        raise FhirFetchError("the fhirServer is not on the allowlist")
+
+    supplied = {"patient": PATIENT, "conditions": EMPTY_BUNDLE, "procedures": None}
+    assert gather(TEMPLATES, supplied, CONTEXT, connect, executor, 5) == supplied
+    assert connects == []
+    with pytest.raises(PreconditionFailed) as failure:
+        gather(TEMPLATES, {"patient": PATIENT}, CONTEXT, connect, executor, 5)
+    assert connects == ["connect"]  # once for the call, not per key
+    assert "allowlist" in failure.value.issues[0].message
 
 
 def test_null_means_no_data_and_is_never_refetched(executor: Any) -> None:

@@ -54,10 +54,22 @@ def _overridden_at() -> Any:
 
 
 def overrides_for(url: str, patient: str) -> dict[tuple[str, str], datetime]:
-    """(card kind, evidence hash) -> latest time a clinician overrode such a card for this patient."""
+    """(card kind, evidence hash) -> latest time a clinician overrode such a card for this patient.
+
+    A card whose suggestion was accepted, before or after it was dismissed, snoozes nothing: the
+    clinician acted on it (README, "Feedback").
+    """
+    acceptance = feedback.alias("acceptance")
+    accepted = select(acceptance.c.id).where(
+        acceptance.c.card_uuid == feedback.c.card_uuid, acceptance.c.outcome == "accepted"
+    )
     query = (
         select(feedback.c.card_kind, feedback.c.evidence_hash, func.max(_overridden_at()))
-        .where(feedback.c.patient_hash == patient, feedback.c.outcome == "overridden")
+        .where(
+            feedback.c.patient_hash == patient,
+            feedback.c.outcome == "overridden",
+            ~accepted.exists(),
+        )
         .group_by(feedback.c.card_kind, feedback.c.evidence_hash)
     )
     with session(url) as connection:

@@ -30,44 +30,58 @@ class KindReport:
 
 
 def report(url: str, since: datetime | None) -> list[KindReport]:
-    """Per card kind: cards shown since `since`, and the feedback on those cards."""
+    """Per card kind: cards shown since `since`, and one outcome per card from its feedback.
+
+    A card with any `accepted` item counts as accepted, in whatever order its items came (taking a
+    suggestion is done; dismissing the card afterwards only clears it from view). Otherwise it
+    counts as overridden, with the reason of its latest override. See README, "Feedback".
+    """
     shown_query = select(issued_cards.c.card_kind, func.count()).group_by(issued_cards.c.card_kind)
-    # One outcome per card: the latest feedback item wins (a clinician may change their mind).
-    latest = (
-        select(feedback.c.card_uuid, func.max(feedback.c.outcome_at).label("at"))
-        .group_by(feedback.c.card_uuid)
-        .subquery()
-    )
-    outcome_query = (
+    items_query = (
         select(
+            issued_cards.c.card_uuid,
             issued_cards.c.card_kind,
             feedback.c.outcome,
             feedback.c.override_code,
             feedback.c.override_display,
         )
         .join(feedback, feedback.c.card_uuid == issued_cards.c.card_uuid)
-        .join(
-            latest,
-            (latest.c.card_uuid == feedback.c.card_uuid) & (latest.c.at == feedback.c.outcome_at),
-        )
+        .order_by(feedback.c.outcome_at, feedback.c.id)
     )
     if since is not None:
         shown_query = shown_query.where(issued_cards.c.issued_at >= since)
-        outcome_query = outcome_query.where(issued_cards.c.issued_at >= since)
+        items_query = items_query.where(issued_cards.c.issued_at >= since)
     try:
         with engine_for(url).begin() as connection:
             shown = unbounded(connection).execute(shown_query).all()
-            outcomes = connection.execute(outcome_query).all()
+            items = connection.execute(items_query).all()
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None
     kinds: dict[str, KindReport] = {kind: KindReport(kind, shown=count) for kind, count in shown}
-    for kind, outcome, code, display in outcomes:
-        entry = kinds.setdefault(kind, KindReport(kind))
+    accepted: set[str] = set()
+    override_reason: dict[
+        str, str
+    ] = {}  # card -> reason (code, else display) of its latest override
+    card_kind: dict[str, str] = {}
+    # A reason is counted by its code, named by the display any item gave it: some clients (the
+    # CDS Hooks sandbox) send the code alone, and the same reason must not count as two.
+    display_of: dict[str, str] = {}
+    for card, kind, outcome, code, display in items:
+        card_kind[card] = kind
         if outcome == "accepted":
+            accepted.add(card)
+            continue
+        override_reason[card] = code or display or "(no reason given)"
+        if code and display:
+            display_of.setdefault(code, display)
+    for card, kind in card_kind.items():
+        entry = kinds.setdefault(kind, KindReport(kind))
+        if card in accepted:
             entry.accepted += 1
         else:
             entry.overridden += 1
-            entry.reasons[display or code or "(no reason given)"] += 1
+            reason = override_reason[card]
+            entry.reasons[display_of.get(reason, reason)] += 1
     return sorted(kinds.values(), key=lambda k: k.kind)
 
 

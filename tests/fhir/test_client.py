@@ -193,9 +193,8 @@ def test_missing_keys_are_fetched_concurrently(
         for i in range(4)
     ]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        data = gather(
-            templates, {}, {"patientId": "pt-1"}, make_client(httpserver, http), None, pool, 5.0
-        )
+        client = make_client(httpserver, http)
+        data = gather(templates, {}, {"patientId": "pt-1"}, lambda: client, pool, 5.0)
     assert set(data) == {"k0", "k1", "k2", "k3"}
     assert most >= 2, "missing prefetch keys were fetched one after another"
 
@@ -208,5 +207,6 @@ def test_overall_deadline_fails_with_412(httpserver: HTTPServer, http: httpx.Cli
     httpserver.expect_request("/fhir/Patient/pt-1").respond_with_handler(slow)
     templates = [PrefetchTemplate("patient", "Patient/{{context.patientId}}")]
     with ThreadPoolExecutor(max_workers=2) as pool, pytest.raises(PreconditionFailed) as failure:
-        gather(templates, {}, {"patientId": "pt-1"}, make_client(httpserver, http), None, pool, 0.2)
+        client = make_client(httpserver, http)
+        gather(templates, {}, {"patientId": "pt-1"}, lambda: client, pool, 0.2)
     assert "deadline" in failure.value.issues[0].message
