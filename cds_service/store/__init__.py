@@ -27,8 +27,15 @@ STORE_ERRORS = (SQLAlchemyError, OSError)
 
 
 @cache
-def engine_for(url: str) -> Engine:
-    """One pooled engine per database URL and process; an embedded SQLite file gets its folder made."""
+def engine_for(url: str, autocommit: bool = False) -> Engine:
+    """One pooled engine per database URL and process; an embedded SQLite file gets its folder made.
+
+    An `autocommit` engine is for work done in one statement on every hook call (the JWT replay
+    check): the statement is its own transaction and costs one round trip, without a BEGIN and
+    COMMIT around it or a pre-ping before it. A dead pooled connection then fails that statement;
+    SQLAlchemy invalidates the pool, the caller treats the store as unavailable for that call, and
+    the next call connects afresh.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -41,9 +48,10 @@ def engine_for(url: str) -> Engine:
     # embedded SQLite file cannot, and the test would cost every hook call a query.
     engine = create_engine(
         url,
-        pool_pre_ping=backend != "sqlite",
+        pool_pre_ping=backend != "sqlite" and not autocommit,
         pool_recycle=300,
         connect_args=connect_args,
+        isolation_level="AUTOCOMMIT" if autocommit else None,
     )
     _CREATED.append(engine)
     if backend == "sqlite":

@@ -21,7 +21,7 @@ def remember_jti(url: str, key: str, expires_at: datetime, now: datetime) -> boo
     replay). Expired ids are removed by `cds-service prune`; until then one is simply taken over.
     Raises StoreUnavailable."""
     try:
-        engine = engine_for(url)
+        engine = engine_for(url, autocommit=True)
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(jwt_replay).values(token_hash=key, expires_at=expires_at)
         statement = statement.on_conflict_do_update(
@@ -29,7 +29,7 @@ def remember_jti(url: str, key: str, expires_at: datetime, now: datetime) -> boo
             set_={"expires_at": statement.excluded.expires_at},
             where=jwt_replay.c.expires_at < now,
         ).returning(jwt_replay.c.token_hash)
-        with engine.begin() as connection:
+        with engine.connect() as connection:
             return connection.execute(statement).first() is not None
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None
