@@ -1,8 +1,10 @@
-"""`cds-service serve` as operators run it: gunicorn, production settings, HTTPS, JWT required."""
+"""`cds-service serve` as operators run it (gunicorn, production settings, HTTPS, JWT required), and
+the development server `cds-service run` (`make run`) where it must behave the same."""
 
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import ipaddress
 import json
 import os
@@ -11,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,7 +83,8 @@ class Served:
 
 
 @contextmanager
-def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[Served]:
+def serve(tmp_path: Path, *args: str, command: str = "serve", **env: str) -> Iterator[Served]:
+    """`cds-service serve` (or `run`, the development server) with `args`, on a free port."""
     port = free_port()
     scheme = "https" if "--certfile" in args else "http"
     base = f"{scheme}://127.0.0.1:{port}"
@@ -95,7 +99,7 @@ def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[Served]:
     }
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        command = [sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "cds_service.cli", command, "--host", "127.0.0.1"]
         process = subprocess.Popen(
             [*command, "--port", str(port), *args], env=environ, stdout=log, stderr=log, cwd=ROOT
         )
@@ -189,3 +193,131 @@ def test_a_chunked_body_over_the_limit_is_413(tmp_path: Path) -> None:
         assert answer.status_code == 413, answer.text
         assert answer.json()["issue"][0]["code"] == "too-long"
         served.stop()
+
+
+class SlowFhirServer:
+    """A FHIR server that answers every search with an empty Bundle after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                time.sleep(delay)
+                body = json.dumps({"resourceType": "Bundle", "type": "searchset"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
+
+    def __enter__(self) -> SlowFhirServer:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def stored_card_uuids(url: str) -> set[str]:
+    with engine_for(url).connect() as connection:
+        stored = set(connection.execute(select(issued_cards.c.card_uuid)).scalars())
+    release(url)
+    return stored
+
+
+@pytest.mark.parametrize("target", ["master", "worker"])
+def test_a_quick_stop_mid_call_records_every_card_it_returned(tmp_path: Path, target: str) -> None:
+    # SIGINT (and SIGQUIT) stop a worker at once, while its request threads still run: every card
+    # such a call still answers with 200 must be recorded (else feedback on it is unattributed and
+    # an override never snoozes it), and no call may fail with a 5xx.
+    scenario = json.loads(
+        (FIXTURES / "scenarios" / "14-calcium-8-4-below-default.json").read_text()
+    )
+    request = scenario["request"]
+    del request["prefetch"]["procedures"]  # fetched from the slow server: in flight at the signal
+    url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    answers: list[tuple[int, list[str]]] = []
+    settings = {
+        "CDS_AUTH": "off",
+        "CDS_FHIR_SERVER_ALLOWLIST": "http://127.0.0.1",
+        "CDS_FHIR_TIMEOUT_SECONDS": "10",
+        "CDS_FHIR_DEADLINE_SECONDS": "10",
+    }
+    with SlowFhirServer(delay=2.0) as fhir:
+        request["fhirServer"] = fhir.url
+        # One worker with 4 threads and 8 calls: 4 wait on the FHIR server at the signal, 4 wait
+        # for a thread and run while the worker is already exiting.
+        with serve(tmp_path, "--workers", "1", "--threads", "4", **settings) as served:
+
+            def call() -> None:
+                try:
+                    answer = httpx.post(
+                        f"{served.base}/cds-services/{SERVICE_ID}", json=request, timeout=30
+                    )
+                except httpx.HTTPError:
+                    return  # the connection was closed without an answer: nothing was shown
+                cards = answer.json()["cards"] if answer.status_code == 200 else []
+                answers.append((answer.status_code, [card["uuid"] for card in cards]))
+
+            callers = [threading.Thread(target=call) for _ in range(8)]
+            for caller in callers:
+                caller.start()
+            for _ in range(150):
+                if fhir.requests == 4:
+                    break
+                time.sleep(0.01)
+            time.sleep(0.2)
+            assert fhir.requests == 4, served.log.read_text()
+            if target == "master":
+                served.process.send_signal(signal.SIGINT)
+            else:
+                for worker in worker_pids(served.process.pid):
+                    os.kill(worker, signal.SIGINT)
+            for caller in callers:
+                caller.join()
+            output = served.stop() if target == "worker" else wait_for_exit(served)
+    returned = {uuid for status, uuids in answers if status == 200 for uuid in uuids}
+    assert [status for status, _ in answers] == [200] * 8, output  # no 5xx, none cut off
+    assert len(returned) >= 8, output
+    assert returned - stored_card_uuids(url) == set(), output
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def wait_for_exit(served: Served) -> str:
+    served.process.wait(timeout=40)
+    return served.log.read_text(errors="replace")
+
+
+def test_the_development_server_records_every_card_when_stopped(tmp_path: Path) -> None:
+    # `make run` stopped with SIGTERM right after answering: the cards still queued are stored.
+    scenario = json.loads(
+        (FIXTURES / "scenarios" / "14-calcium-8-4-below-default.json").read_text()
+    )
+    url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    returned: set[str] = set()
+    with serve(tmp_path, command="run", CDS_ENV="development", CDS_DATABASE_URL=url) as served:
+        for _ in range(5):
+            answer = served.client.post(
+                f"{served.base}/cds-services/{SERVICE_ID}", json=scenario["request"]
+            )
+            assert answer.status_code == 200, answer.text
+            returned |= {card["uuid"] for card in answer.json()["cards"]}
+        output = served.stop()
+    assert len(returned) >= 5
+    assert returned - stored_card_uuids(url) == set(), output
