@@ -321,3 +321,47 @@ def test_the_development_server_records_every_card_when_stopped(tmp_path: Path) 
         output = served.stop()
     assert len(returned) >= 5
     assert returned - stored_card_uuids(url) == set(), output
+
+
+def raw_exchange(base: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send `request` as is; the status and JSON body of the answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < length(
+            received
+        ):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body[: length(received)])
+
+
+def length(received: bytes) -> int:
+    for line in received.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 1 << 30
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX\r\n0\r\n\r\n"],
+    ids=["chunk size not hex", "chunk without its terminator"],
+)
+def test_a_malformed_chunked_body_is_a_400(tmp_path: Path, body: bytes) -> None:
+    with serve(tmp_path, "--workers", "1", CDS_AUTH="off") as served:
+        head = (
+            f"POST /cds-services/{SERVICE_ID} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        status, outcome = raw_exchange(served.base, head.encode() + body)
+        output = served.stop()
+    assert status == 400, output
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["diagnostics"] == "the request body could not be read"
+    assert "Traceback" not in output and "unhandled error" not in output, output
