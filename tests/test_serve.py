@@ -365,3 +365,42 @@ def test_a_malformed_chunked_body_is_a_400(tmp_path: Path, body: bytes) -> None:
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["diagnostics"] == "the request body could not be read"
     assert "Traceback" not in output and "unhandled error" not in output, output
+
+
+LEAKED_TOKEN = "eyJhbGciOiJFUzM4NCJ9.eyJqdGkiOiJMRUFLIn0.c2lnbmF0dXJl"
+LEAKED_PATIENT = "pt-LEAK-4711"
+# Requests neither server can parse, each quoting a patient id or a bearer token where the server's
+# complaint about it would quote it back.
+MALFORMED = [
+    f"GET /cds-services/{LEAKED_PATIENT} ?patient={LEAKED_PATIENT} HTTP/1.1\r\nHost: x\r\n\r\n",
+    f"GET /cds-services?patient={LEAKED_PATIENT} x HTTP/1.1\r\nHost: x\r\n\r\n",
+    f"GET /cds-services/{LEAKED_PATIENT}\r\nHost: x\r\n\r\n",
+    f"POST /cds-services/x HTTP/1.1\r\nHost: x\r\nBearer {LEAKED_TOKEN} {LEAKED_PATIENT}\r\n\r\n",
+]
+
+
+def send_malformed(base: str) -> None:
+    host, port = base.removeprefix("http://").split(":")
+    for request in MALFORMED:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request.encode())
+            assert sock.recv(1024)  # answered (a 4xx; werkzeug answers HTTP/0.9 without a status)
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_malformed_requests_are_logged_without_what_they_carried(
+    tmp_path: Path, command: str
+) -> None:
+    env = {"CDS_AUTH": "off"} if command == "serve" else {"CDS_ENV": "development"}
+    with serve(tmp_path, command=command, **env) as served:
+        send_malformed(served.base)
+        output = served.stop()
+    assert LEAKED_TOKEN not in output and "eyJ" not in output, output
+    assert LEAKED_PATIENT not in output, output
+    # The operator still sees that malformed requests arrived, and of what kind.
+    if command == "serve":
+        assert "Invalid request from ip=127.0.0.1: Invalid HTTP Header: [redacted]" in output
+        assert "Invalid request from ip=127.0.0.1: Invalid HTTP request line: [redacted]" in output
+        assert output.count("Invalid request from ip=127.0.0.1: Invalid HTTP Version") == 2
+    else:
+        assert output.count("code 400, message Bad request syntax ([redacted])") == 2, output
