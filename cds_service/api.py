@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from cds_service.errors import InvalidRequest, Issue, UnsupportedMediaType
 from cds_service.feedback import receive_feedback
@@ -35,21 +35,31 @@ def read_json() -> Any:
         raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
     try:
         raw = request.get_data(cache=False)
+        limit = request.max_content_length
+        # werkzeug cuts a chunked body at the limit without saying so: is there more of it?
+        chunked = request.content_length is None
+        if (
+            chunked
+            and limit is not None
+            and len(raw) >= limit
+            and request.environ["wsgi.input"].read(1)
+        ):
+            raise RequestEntityTooLarge()
     except ClientDisconnected:  # werkzeug: the body ended before its Content-Length
         raise InvalidRequest(
             "the request body is shorter than its Content-Length",
             [Issue("structure", "the request body is shorter than its Content-Length", "$")],
         ) from None
-    limit = request.max_content_length
-    # werkzeug cuts a chunked body at the limit without saying so: is there more of it?
-    chunked = request.content_length is None
-    if (
-        chunked
-        and limit is not None
-        and len(raw) >= limit
-        and request.environ["wsgi.input"].read(1)
-    ):
-        raise RequestEntityTooLarge()
+    except HTTPException:
+        raise  # 413
+    except Exception as exc:
+        # What the WSGI server's reader raises for a body it cannot decode (gunicorn: a chunk size
+        # that is not hex, a chunk without its CRLF); its classes are the server's, not ours.
+        log.info("request body unreadable", extra={"error_type": type(exc).__name__})
+        raise InvalidRequest(
+            "the request body could not be read",
+            [Issue("structure", "the request body could not be read", "$")],
+        ) from None
     try:
         # orjson: strict RFC 8259 (no NaN or Infinity, valid UTF-8 and no lone surrogates), and it
         # saves ~3% of a call's CPU with JWTs on (bench/README.md).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -41,10 +42,13 @@ def run(host: str, port: int) -> None:
     os.environ.setdefault("CDS_ENV", "development")
     app = _app_or_exit(create_app)
     click.echo(f"CDS Hooks discovery: http://{host}:{port}/cds-services", err=True)
+    # SIGTERM (docker stop, an IDE's stop button) would end the process without running `finally`:
+    # make it leave like Ctrl-C, so the queued issued-card records are stored.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         app.run(host=host, port=port, threaded=True)
     finally:
-        app.extensions["cds_runtime"].close()
+        app.extensions["cds_runtime"].exiting()
 
 
 @main.command()
@@ -102,8 +106,9 @@ def serve(
         dispose_engines()
 
     def worker_exit(server: Any, worker: Any) -> None:
-        # A stopping worker (SIGTERM, restart, max requests) stores its queued issued-card records.
-        app.extensions["cds_runtime"].close()
+        # A stopping worker (SIGTERM, restart, max requests) stores its queued issued-card records;
+        # stopped at once (SIGINT, SIGQUIT), its requests still run and store theirs as they go.
+        app.extensions["cds_runtime"].exiting()
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -29,6 +30,32 @@ ALLOWED_FIELDS = (
 
 # Libraries that log request URLs (which carry patient ids in FHIR queries) are held to warnings.
 QUIET_LIBRARIES = ("httpx", "httpcore", "urllib3", "werkzeug")
+
+# The HTTP servers' own loggers: gunicorn (`serve`) and werkzeug (`run`). Their warning about a
+# malformed request quotes the request line or header it could not parse, which can hold a bearer
+# token or a patient id.
+HTTP_SERVER_LOGGERS = ("gunicorn.error", "werkzeug")
+# What those servers quote: Python reprs ('...', b'...', "..." with backslash escapes).
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'" + r'|b?"(?:[^"\\]|\\.)*"')
+
+
+class RequestContentFilter(logging.Filter):
+    """Keeps an HTTP server's log line about a malformed request but drops what it quotes of the
+    request: "Invalid HTTP Header: 'Bearer eyJ…'" becomes "Invalid HTTP Header: [redacted]"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Error handling request"):
+            # gunicorn names the request's URI (unquoted) after it: the kind is enough.
+            record.msg, record.args = "Error handling request [redacted]", ()
+            return True
+        message = record.getMessage()
+        redacted = _QUOTED.sub("[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_REQUEST_CONTENT_FILTER = RequestContentFilter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,9 +84,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    """Send the service's logs as JSON lines to stderr (the handler is added once per process)."""
+    """Send the service's logs as JSON lines to stderr (the handler is added once per process), and
+    keep request content out of the HTTP servers' own log lines."""
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in HTTP_SERVER_LOGGERS:
+        logging.getLogger(name).addFilter(_REQUEST_CONTENT_FILTER)  # added once: same instance
     logger = logging.getLogger("cds_service")
     logger.setLevel(level)
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 import httpx
 
@@ -20,6 +22,26 @@ from cds_service.store.cards import OverriddenPatients
 from cds_service.store.recorder import CardRecorder
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class FetchPool(ThreadPoolExecutor):
+    """The worker's threads for FHIR fetches. Once the interpreter is exiting (a worker stopped at
+    once, its requests still running) a thread pool takes no new work; a call then fetches in its
+    own thread rather than fail (the FHIR client's deadline still bounds it)."""
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            future: Future[T] = Future()
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except Exception as exc:
+                future.set_exception(exc)
+            return future
 
 
 @dataclass
@@ -41,7 +63,7 @@ class Runtime:
         # One pooled client per worker; redirects are not followed so a FHIR server cannot bounce the
         # access token to a host that is not on the allowlist.
         self.http = new_http_client()
-        self.executor = ThreadPoolExecutor(
+        self.executor = FetchPool(
             max_workers=self.settings.fhir_max_concurrency, thread_name_prefix="fhir-fetch"
         )
         for spec in self.knowledge.services:
@@ -75,10 +97,19 @@ class Runtime:
         """Every (id, hook) entry registered under `service_id`."""
         return self._services_by_id.get(service_id, ())
 
-    def close(self) -> None:
-        """Store queued records, release the HTTP pool and threads (at worker exit)."""
+    def exiting(self) -> None:
+        """The process is about to exit (gunicorn's worker_exit, SIGTERM to `run`): store the queued
+        records, and from now on each call's cards before it answers.
+
+        A worker stopped at once (SIGINT, SIGQUIT) gets here while its requests still run, so the
+        HTTP client and the fetch threads stay open for them: the process's exit releases both.
+        """
         self.recorder.close()
         if self.verifier is not None:
             self.verifier.close()
+
+    def close(self) -> None:
+        """Store queued records and release the HTTP pool and threads (no request may be running)."""
+        self.exiting()
         self.http.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -64,6 +64,7 @@ def postgres_schema() -> Iterator[str]:
 def release(url: str) -> None:
     """Close the service's pooled connections to `url` (tests use many short-lived databases)."""
     engine_for(url).dispose()
+    engine_for(url, autocommit=True).dispose()
     engine_for.cache_clear()
 
 

@@ -18,7 +18,7 @@ from pytest_httpserver import HTTPServer
 from cds_service.app import create_app
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import Knowledge
-from cds_service.logs import JsonFormatter
+from cds_service.logs import JsonFormatter, configure_logging
 from cds_service.rules import RULES
 from cds_service.urls import AllowedUrl
 from tests.conftest import NOW, SERVICE_ID, make_settings, release
@@ -306,3 +306,25 @@ def test_access_log_line_names_route_status_and_latency(debug_app: Flask, logs: 
 
     for line in logs.json_lines():
         assert set(line) <= allowed | set(ALLOWED_FIELDS), line
+
+
+@pytest.mark.parametrize("logger", ["gunicorn.error", "werkzeug"])
+def test_http_server_lines_keep_the_kind_of_error_and_drop_the_request(
+    logger: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_logging("INFO")
+    server_log = logging.getLogger(logger)
+    with caplog.at_level(logging.INFO, logger=logger):
+        server_log.warning(f"Invalid request from ip=127.0.0.1: Invalid HTTP Header: {TOKEN!r}")
+        server_log.error("code %d, message %s", 400, f"Bad request syntax ('GET /?p={PATIENT_ID}')")
+        try:
+            raise OSError("reset")
+        except OSError:
+            server_log.exception("Error handling request %s %s", "GET", f"/x?patient={PATIENT_ID}")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "Invalid request from ip=127.0.0.1: Invalid HTTP Header: [redacted]",
+        "code 400, message Bad request syntax ([redacted])",
+        "Error handling request [redacted]",
+    ]
+    assert caplog.records[2].exc_info is not None  # the traceback still says where it failed

@@ -1,8 +1,10 @@
-"""`cds-service serve` as operators run it: gunicorn, production settings, HTTPS, JWT required."""
+"""`cds-service serve` as operators run it (gunicorn, production settings, HTTPS, JWT required), and
+the development server `cds-service run` (`make run`) where it must behave the same."""
 
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import ipaddress
 import json
 import os
@@ -11,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,7 +83,8 @@ class Served:
 
 
 @contextmanager
-def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[Served]:
+def serve(tmp_path: Path, *args: str, command: str = "serve", **env: str) -> Iterator[Served]:
+    """`cds-service serve` (or `run`, the development server) with `args`, on a free port."""
     port = free_port()
     scheme = "https" if "--certfile" in args else "http"
     base = f"{scheme}://127.0.0.1:{port}"
@@ -95,7 +99,7 @@ def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[Served]:
     }
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        command = [sys.executable, "-m", "cds_service.cli", "serve", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "cds_service.cli", command, "--host", "127.0.0.1"]
         process = subprocess.Popen(
             [*command, "--port", str(port), *args], env=environ, stdout=log, stderr=log, cwd=ROOT
         )
@@ -224,3 +228,215 @@ def test_an_unusable_metrics_directory_stops_the_start(tmp_path: Path, value: st
     )
     assert done.returncode == 1
     assert "PROMETHEUS_MULTIPROC_DIR" in done.stderr and "writable directory" in done.stderr
+
+
+class SlowFhirServer:
+    """A FHIR server that answers every search with an empty Bundle after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                time.sleep(delay)
+                body = json.dumps({"resourceType": "Bundle", "type": "searchset"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fhir"
+
+    def __enter__(self) -> SlowFhirServer:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def stored_card_uuids(url: str) -> set[str]:
+    with engine_for(url).connect() as connection:
+        stored = set(connection.execute(select(issued_cards.c.card_uuid)).scalars())
+    release(url)
+    return stored
+
+
+@pytest.mark.parametrize("target", ["master", "worker"])
+def test_a_quick_stop_mid_call_records_every_card_it_returned(tmp_path: Path, target: str) -> None:
+    # SIGINT (and SIGQUIT) stop a worker at once, while its request threads still run: every card
+    # such a call still answers with 200 must be recorded (else feedback on it is unattributed and
+    # an override never snoozes it), and no call may fail with a 5xx.
+    scenario = json.loads(
+        (FIXTURES / "scenarios" / "14-calcium-8-4-below-default.json").read_text()
+    )
+    request = scenario["request"]
+    del request["prefetch"]["procedures"]  # fetched from the slow server: in flight at the signal
+    request["prefetch"]["medication-statements"] = None  # none on file: the one fetch is procedures
+    url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    answers: list[tuple[int, list[str]]] = []
+    settings = {
+        "CDS_AUTH": "off",
+        "CDS_FHIR_SERVER_ALLOWLIST": "http://127.0.0.1",
+        "CDS_FHIR_TIMEOUT_SECONDS": "10",
+        "CDS_FHIR_DEADLINE_SECONDS": "10",
+    }
+    with SlowFhirServer(delay=2.0) as fhir:
+        request["fhirServer"] = fhir.url
+        # One worker with 4 threads and 8 calls: 4 wait on the FHIR server at the signal, 4 wait
+        # for a thread and run while the worker is already exiting.
+        with serve(tmp_path, "--workers", "1", "--threads", "4", **settings) as served:
+
+            def call() -> None:
+                try:
+                    answer = httpx.post(
+                        f"{served.base}/cds-services/{SERVICE_ID}", json=request, timeout=30
+                    )
+                except httpx.HTTPError:
+                    return  # the connection was closed without an answer: nothing was shown
+                cards = answer.json()["cards"] if answer.status_code == 200 else []
+                answers.append((answer.status_code, [card["uuid"] for card in cards]))
+
+            callers = [threading.Thread(target=call) for _ in range(8)]
+            for caller in callers:
+                caller.start()
+            for _ in range(150):
+                if fhir.requests == 4:
+                    break
+                time.sleep(0.01)
+            time.sleep(0.2)
+            assert fhir.requests == 4, served.log.read_text()
+            if target == "master":
+                served.process.send_signal(signal.SIGINT)
+            else:
+                for worker in worker_pids(served.process.pid):
+                    os.kill(worker, signal.SIGINT)
+            for caller in callers:
+                caller.join()
+            output = served.stop() if target == "worker" else wait_for_exit(served)
+    returned = {uuid for status, uuids in answers if status == 200 for uuid in uuids}
+    assert [status for status, _ in answers] == [200] * 8, output  # no 5xx, none cut off
+    assert len(returned) >= 8, output
+    assert returned - stored_card_uuids(url) == set(), output
+
+
+def worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def wait_for_exit(served: Served) -> str:
+    served.process.wait(timeout=40)
+    return served.log.read_text(errors="replace")
+
+
+def test_the_development_server_records_every_card_when_stopped(tmp_path: Path) -> None:
+    # `make run` stopped with SIGTERM right after answering: the cards still queued are stored.
+    scenario = json.loads(
+        (FIXTURES / "scenarios" / "14-calcium-8-4-below-default.json").read_text()
+    )
+    url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    returned: set[str] = set()
+    with serve(tmp_path, command="run", CDS_ENV="development", CDS_DATABASE_URL=url) as served:
+        for _ in range(5):
+            answer = served.client.post(
+                f"{served.base}/cds-services/{SERVICE_ID}", json=scenario["request"]
+            )
+            assert answer.status_code == 200, answer.text
+            returned |= {card["uuid"] for card in answer.json()["cards"]}
+        output = served.stop()
+    assert len(returned) >= 5
+    assert returned - stored_card_uuids(url) == set(), output
+
+
+def raw_exchange(base: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send `request` as is; the status and JSON body of the answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < length(
+            received
+        ):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body[: length(received)])
+
+
+def length(received: bytes) -> int:
+    for line in received.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 1 << 30
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX\r\n0\r\n\r\n"],
+    ids=["chunk size not hex", "chunk without its terminator"],
+)
+def test_a_malformed_chunked_body_is_a_400(tmp_path: Path, body: bytes) -> None:
+    with serve(tmp_path, "--workers", "1", CDS_AUTH="off") as served:
+        head = (
+            f"POST /cds-services/{SERVICE_ID} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        status, outcome = raw_exchange(served.base, head.encode() + body)
+        output = served.stop()
+    assert status == 400, output
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["diagnostics"] == "the request body could not be read"
+    assert "Traceback" not in output and "unhandled error" not in output, output
+
+
+LEAKED_TOKEN = "eyJhbGciOiJFUzM4NCJ9.eyJqdGkiOiJMRUFLIn0.c2lnbmF0dXJl"
+LEAKED_PATIENT = "pt-LEAK-4711"
+# Requests neither server can parse, each quoting a patient id or a bearer token where the server's
+# complaint about it would quote it back.
+MALFORMED = [
+    f"GET /cds-services/{LEAKED_PATIENT} ?patient={LEAKED_PATIENT} HTTP/1.1\r\nHost: x\r\n\r\n",
+    f"GET /cds-services?patient={LEAKED_PATIENT} x HTTP/1.1\r\nHost: x\r\n\r\n",
+    f"GET /cds-services/{LEAKED_PATIENT}\r\nHost: x\r\n\r\n",
+    f"POST /cds-services/x HTTP/1.1\r\nHost: x\r\nBearer {LEAKED_TOKEN} {LEAKED_PATIENT}\r\n\r\n",
+]
+
+
+def send_malformed(base: str) -> None:
+    host, port = base.removeprefix("http://").split(":")
+    for request in MALFORMED:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request.encode())
+            assert sock.recv(1024)  # answered (a 4xx; werkzeug answers HTTP/0.9 without a status)
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_malformed_requests_are_logged_without_what_they_carried(
+    tmp_path: Path, command: str
+) -> None:
+    env = {"CDS_AUTH": "off"} if command == "serve" else {"CDS_ENV": "development"}
+    with serve(tmp_path, command=command, **env) as served:
+        send_malformed(served.base)
+        output = served.stop()
+    assert LEAKED_TOKEN not in output and "eyJ" not in output, output
+    assert LEAKED_PATIENT not in output, output
+    # The operator still sees that malformed requests arrived, and of what kind.
+    if command == "serve":
+        assert "Invalid request from ip=127.0.0.1: Invalid HTTP Header: [redacted]" in output
+        assert "Invalid request from ip=127.0.0.1: Invalid HTTP request line: [redacted]" in output
+        assert output.count("Invalid request from ip=127.0.0.1: Invalid HTTP Version") == 2
+    else:
+        assert output.count("code 400, message Bad request syntax ([redacted])") == 2, output

@@ -59,8 +59,15 @@ _REFUSED = (exc.DataError, exc.IntegrityError)
 
 
 @cache
-def engine_for(url: str) -> Engine:
-    """One pooled engine per database URL and process; an embedded SQLite file gets its folder made."""
+def engine_for(url: str, autocommit: bool = False) -> Engine:
+    """One pooled engine per database URL and process; an embedded SQLite file gets its folder made.
+
+    An `autocommit` engine is for work done in one statement on every hook call (the JWT replay
+    check): the statement is its own transaction and costs one round trip, without a BEGIN and
+    COMMIT around it or a pre-ping before it. A dead pooled connection then fails that statement;
+    SQLAlchemy invalidates the pool, the caller treats the store as unavailable for that call, and
+    the next call connects afresh.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -74,7 +81,11 @@ def engine_for(url: str) -> Engine:
             "options": f"{given} {_PG_OPTIONS}" if given else _PG_OPTIONS,
         }
     engine = create_engine(
-        url, pool_recycle=300, pool_timeout=DEADLINE_SECONDS, connect_args=connect_args
+        url,
+        pool_recycle=300,
+        pool_timeout=DEADLINE_SECONDS,
+        connect_args=connect_args,
+        isolation_level="AUTOCOMMIT" if autocommit else None,
     )
     _CREATED.append(engine)
     if backend == "sqlite":
@@ -85,7 +96,7 @@ def engine_for(url: str) -> Engine:
         # SQLite file cannot drop, and the test would cost every hook call a query.
         event.listen(engine, "do_connect", _connect_in_time)
         event.listen(engine, "connect", _fresh)
-        event.listen(engine, "checkout", _watch_and_ping)
+        event.listen(engine, "checkout", _watch if autocommit else _watch_and_ping)
     return engine
 
 
@@ -100,8 +111,12 @@ def _fresh(_connection: Any, record: ConnectionPoolEntry) -> None:
     record.info["fresh"] = True
 
 
-def _watch_and_ping(connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+def _watch(connection: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
     _WATCHDOG.attach(connection.fileno())
+
+
+def _watch_and_ping(connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+    _watch(connection, record, proxy)
     if record.info.pop("fresh", False):
         return  # just connected: nothing to test
     try:
@@ -201,14 +216,15 @@ def unbounded(connection: Connection) -> Connection:
 
 
 @contextlib.contextmanager
-def session(url: str, *, write: bool = False) -> Iterator[Connection]:
+def session(url: str, *, write: bool = False, one_statement: bool = False) -> Iterator[Connection]:
     """One unit of database work within DEADLINE_SECONDS: a connection (in a transaction committed
-    at the end if `write`). Raises StoreRefused when the database refuses a value, StoreUnavailable
-    when it cannot be reached or does not answer in time."""
+    at the end if `write`; `one_statement`: on the autocommit engine, one round trip, for the JWT
+    replay check). Raises StoreRefused when the database refuses a value, StoreUnavailable when it
+    cannot be reached or does not answer in time."""
     _WATCHDOG.arm(DEADLINE_SECONDS)
     try:
-        engine = engine_for(url)
-        with engine.begin() if write else engine.connect() as connection:
+        engine = engine_for(url, autocommit=one_statement)
+        with engine.begin() if write and not one_statement else engine.connect() as connection:
             yield connection
     except _REFUSED as error:
         raise StoreRefused(type(error).__name__) from None

@@ -47,6 +47,7 @@ class CardRecorder:
         self._lock = threading.Lock()
         self._held: list[IssuedCard] = []  # a failed batch, stored again when the database returns
         self._waiting: set[str] = set()  # uuids of cards queued or held, not yet stored
+        self._closed = False  # after close(): submit stores in the calling thread
 
     def unrecorded(self, card_uuids: set[str]) -> set[str]:
         """Those of `card_uuids` this worker issued and has not stored yet."""
@@ -54,14 +55,20 @@ class CardRecorder:
             return card_uuids & self._waiting
 
     def submit(self, cards: list[IssuedCard]) -> None:
-        """Queue cards for storing; when the queue is full (database far behind) they are dropped."""
+        """Queue cards for storing (stored now, in this thread, once closed: a worker stopped at
+        once still answers the calls it has, and their cards must not be lost); when the queue is
+        full (database far behind) they are dropped."""
         if not cards:
             return
         with self._lock:
+            closed = self._closed
             # Threads do not survive fork: a gunicorn worker starts its own writer on first use.
-            if self._thread is None or not self._thread.is_alive():
+            if not closed and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._run, name="card-recorder", daemon=True)
                 self._thread.start()
+        if closed:
+            self._store(cards)
+            return
         try:
             self._queue.put_nowait(cards)
         except queue.Full:
@@ -85,8 +92,11 @@ class CardRecorder:
                 self._queue.all_tasks_done.wait(remaining)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Store what is queued (waiting at most `timeout`), then stop the writer thread."""
+        """Store what is queued (waiting at most `timeout`) and stop the writer thread; from now on
+        `submit` stores in the calling thread."""
         with self._lock:
+            # Under the lock: every submit either queued before the end marker or sees `_closed`.
+            self._closed = True
             thread, self._thread = self._thread, None
         if thread is not None and thread.is_alive():
             self._queue.put(None)
@@ -108,21 +118,10 @@ class CardRecorder:
                 except queue.Empty:
                     break
             cards = self._held + [card for cards in batch if cards is not None for card in cards]
-            self._held = []
             try:
-                record_issued(self.url, cards)
-                stored = cards
-            except StoreRefused:  # our own data refused: retrying cannot help
-                log.exception("issued-card recording refused by the database")
-                stored = cards
-            except StoreUnavailable:
-                self.on_failure("record issued cards")
                 # Held for the next try; beyond max_pending the oldest go (counted as failures).
-                self._held = cards[-self.max_pending :]
+                self._held = self._store(cards)[-self.max_pending :]
                 stored = cards[: len(cards) - len(self._held)]
-            except Exception:  # never let the writer die: log where it failed, keep serving
-                log.exception("issued-card recording failed")
-                stored = cards
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -130,3 +129,16 @@ class CardRecorder:
                 self._waiting.difference_update(card.card_uuid for card in stored)
             if batch and batch[-1] is None:  # close(): everything queued before it is stored
                 return
+
+    def _store(self, cards: list[IssuedCard]) -> list[IssuedCard]:
+        """Store `cards`; those to try again (the database is unavailable), if any."""
+        try:
+            record_issued(self.url, cards)
+        except StoreRefused:  # our own data refused: retrying cannot help
+            log.exception("issued-card recording refused by the database")
+        except StoreUnavailable:
+            self.on_failure("record issued cards")
+            return cards
+        except Exception:  # never let the writer die: log where it failed, keep serving
+            log.exception("issued-card recording failed")
+        return []

@@ -20,7 +20,7 @@ def remember_jti(url: str, key: str, expires_at: datetime, now: datetime) -> boo
     """Record a JWT id in one statement; False when it is already recorded and not yet expired (a
     replay). Expired ids are removed by `cds-service prune`; until then one is simply taken over.
     Raises StoreUnavailable."""
-    with session(url, write=True) as connection:
+    with session(url, one_statement=True) as connection:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         statement = dialect.insert(jwt_replay).values(token_hash=key, expires_at=expires_at)
         statement = statement.on_conflict_do_update(
