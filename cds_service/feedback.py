@@ -44,6 +44,8 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
     if unstorable:
         raise InvalidRequest("the feedback has a value the service cannot store", unstorable)
     items = [_with_readable_time(item, at) for item, at in zip(items, times, strict=True)]
+    # A UUID's hex digits may come in either case (RFC 9562); the service issues lowercase ones.
+    items = [{**item, "card": item["card"].lower()} for item in items]
     if not runtime.store_available():  # failed a moment ago: answer now rather than wait on it
         raise ServiceUnavailable("feedback could not be stored; please send it again", 30)
     runtime.recorder.flush()  # so feedback on a card this worker just issued finds its record

@@ -35,10 +35,7 @@ def render_cards(
     """(card, finding) for each finding, most urgent first (stable within an indicator)."""
     # What order templates may name besides a finding's facts: the same for every card.
     call = {"patient_id": patient_id, "today": clock.now().date().isoformat()}
-    cards = [
-        (render_card(f, knowledge.cards[f.kind].variant(f.variant), clock, call), f)
-        for f in findings
-    ]
+    cards = [(render_card(f, knowledge.cards[f.kind], clock, call), f) for f in findings]
     return sorted(cards, key=lambda pair: INDICATOR_ORDER[pair[0]["indicator"]])
 
 
@@ -49,7 +46,8 @@ def render_card(
 
     `call` holds the call's own template values: `patient_id` and `today`.
     """
-    text = kind.text  # render_cards passes the variant the finding names, if any
+    kind = kind.variant(finding.variant)  # the wording (and indicator, sources) it names, if any
+    text = kind.text
     facts = {k: untagged(v) if isinstance(v, str) else v for k, v in finding.facts.items()}
     summary = fit_summary(text.summaries, facts)
     values = {**facts, **phrases(kind, facts)}

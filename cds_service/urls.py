@@ -117,6 +117,10 @@ def _normal_escapes(text: str, refused: frozenset[str]) -> str:
 def _normal_path(path: str) -> str:
     if ";" in path:
         raise UnsafeUrl("the URL's path has parameters (';'), which servers read differently")
+    if re.search(r"%[89A-Fa-f][0-9A-Fa-f]", path):
+        # A FHIR path is ASCII; a non-ASCII byte could be a dot to a server that decodes
+        # overlong UTF-8 ("%c0%ae") or folds full-width forms ("．"), and cannot be normalized here.
+        raise UnsafeUrl("the URL's path has a non-ASCII character")
     decoded = _normal_escapes(path, refused=_PATH_ESCAPES_REFUSED)
     # "//" is one empty segment to RFC 3986 but nothing to many servers: collapse it first, so
     # "a//../b" cannot mean "a/b" here and "b" there.

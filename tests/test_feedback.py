@@ -360,6 +360,24 @@ def test_an_accepted_card_does_not_lift_the_snooze_of_another_dismissed_one(
     assert "calcium-low" not in call(client)
 
 
+def test_feedback_posted_to_another_service_snoozes_nothing(
+    client: FlaskClient, database_url: str
+) -> None:
+    """A card's feedback URL is its own service's: an override of a patient-view card posted to an
+    order review's endpoint is kept as sent, but counts and snoozes nothing."""
+    low = call(client)["calcium-low"]
+    sent = send(client, item(low, "overridden"), service="leg-cramps-order-sign")
+    assert sent.status_code == 200
+    assert "calcium-low" in call(client)
+    assert "calcium-low" not in {r.kind for r in report(database_url, None) if r.overridden}
+
+
+def test_an_upper_case_card_uuid_is_the_same_card(client: FlaskClient) -> None:
+    low = call(client)["calcium-low"]
+    send(client, {**item(low, "overridden"), "card": low["uuid"].upper()})
+    assert "calcium-low" not in call(client)
+
+
 def test_metrics_count_requests_cards_and_feedback(client: FlaskClient) -> None:
     first = call(client)
     send(client, item(first["calcium-low"], "accepted"))

@@ -158,7 +158,7 @@ def prefetch_with_next(next_url: str) -> dict[str, Any]:
         "patient": {"resourceType": "Patient", "id": PATIENT_ID, "birthDate": "1950-01-01"},
         "conditions": {**empty, "link": [{"relation": "next", "url": next_url}]},
     }
-    for key in ("observations", "medications", "reports", "procedures"):
+    for key in ("observations", "medications", "medication-statements", "reports", "procedures"):
         prefetch[key] = copy.deepcopy(empty)
     return prefetch
 

@@ -166,6 +166,10 @@ class FhirClient:
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        # A base URL has no query: each search's own query would be glued onto it (a fragment is
+        # never sent, and normalizing drops it).
+        if "?" in self.base_url.split("#", 1)[0]:
+            raise FhirFetchError("fhirServer is not a usable URL: a FHIR base has no query")
         reason = check_fhir_server(self.base_url, self.allowlist)
         if reason:
             raise FhirFetchError(reason)

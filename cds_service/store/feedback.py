@@ -38,20 +38,26 @@ def _row(service_id: str, item: dict[str, Any], received_at: datetime) -> dict[s
 
 
 def _attribute(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Copy each card's kind, patient hash and evidence hash from its issued-card record."""
+    """Copy each card's kind, patient hash and evidence hash from its issued-card record, when the
+    service the feedback was posted to issued it (feedback on another service's card, or on a card
+    never issued, is kept as sent but snoozes and counts nothing)."""
     uuids = sorted({row["card_uuid"] for row in rows})
     found = connection.execute(
         select(
             issued_cards.c.card_uuid,
+            issued_cards.c.service_id,
             issued_cards.c.card_kind,
             issued_cards.c.patient_hash,
             issued_cards.c.evidence_hash,
         ).where(issued_cards.c.card_uuid.in_(uuids))
     ).all()
-    cards = {uuid: (kind, patient, evidence) for uuid, kind, patient, evidence in found}
+    cards = {
+        (uuid, service): (kind, patient, evidence)
+        for uuid, service, kind, patient, evidence in found
+    }
     for row in rows:
         row["card_kind"], row["patient_hash"], row["evidence_hash"] = cards.get(
-            row["card_uuid"], (None, None, None)
+            (row["card_uuid"], row["service_id"]), (None, None, None)
         )
 
 

@@ -45,7 +45,12 @@ def report(url: str, since: datetime | None) -> list[KindReport]:
             feedback.c.override_code,
             feedback.c.override_display,
         )
-        .join(feedback, feedback.c.card_uuid == issued_cards.c.card_uuid)
+        # Only feedback posted to the service that issued the card (its own feedback URL).
+        .join(
+            feedback,
+            (feedback.c.card_uuid == issued_cards.c.card_uuid)
+            & (feedback.c.service_id == issued_cards.c.service_id),
+        )
         .order_by(feedback.c.outcome_at, feedback.c.id)
     )
     if since is not None:
