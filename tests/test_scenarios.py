@@ -1,6 +1,8 @@
 """Scenario tests as data: each fixtures/scenarios/*.json is a hook request and the cards it must produce.
 
-A scenario file holds `title`, `why`, `request` (a complete CDS Hooks request) and `expect`:
+A scenario file holds `title`, `why`, `request` (a complete CDS Hooks request), an optional `now`
+(the ISO date-time the request is evaluated at, for records written on another day; default
+tests.conftest.NOW) and `expect`:
 `status` (default 200) and `cards`, a list of {kind, indicator, summary_contains?, detail_contains?,
 summary_excludes?, detail_excludes?, suggestions?, suggestions_contain?, suggestions_exclude?,
 resources_include_codes?, resources_exclude_codes?, delete?} (fixtures/scenarios-pending/README.md).
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,10 @@ from fhir.resources.R4B import (
 )
 from flask.testing import FlaskClient
 
+from cds_service.app import create_app
+from cds_service.clock import fixed_clock
+from cds_service.config import Settings
+from cds_service.knowledge import Knowledge
 from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response
 
 SCENARIOS = sorted((FIXTURES / "scenarios").glob("*.json"))
@@ -59,12 +67,34 @@ def suggested_codes(card: dict[str, Any]) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
-def test_scenario(client: FlaskClient, path: Path) -> None:
+@pytest.fixture
+def scenario_client(
+    request: pytest.FixtureRequest, settings: Settings, knowledge: Knowledge
+) -> Iterator[FlaskClient]:
+    """A client whose clock is the scenario's `now`, else the shared test clock."""
+    now = load(request.param).get("now")
+    if now is None:
+        yield request.getfixturevalue("client")
+        return
+    app = create_app(settings, clock=fixed_clock(datetime.fromisoformat(now)), knowledge=knowledge)
+    app.config["TESTING"] = True
+    try:
+        yield app.test_client()
+    finally:
+        app.extensions["cds_runtime"].close()
+
+
+@pytest.mark.parametrize(
+    ("path", "scenario_client"),
+    [(p, p) for p in SCENARIOS],
+    ids=[p.stem for p in SCENARIOS],
+    indirect=["scenario_client"],
+)
+def test_scenario(scenario_client: FlaskClient, path: Path) -> None:
     scenario = load(path)
     expect = scenario["expect"]
     service = scenario.get("service", SERVICE_ID)
-    response = client.post(f"/cds-services/{service}", json=scenario["request"])
+    response = scenario_client.post(f"/cds-services/{service}", json=scenario["request"])
     assert response.status_code == expect.get("status", 200), response.get_data(as_text=True)
     if response.status_code != 200:
         return

@@ -601,10 +601,15 @@ def _build_valuesets(
         for member in doc.get("include", []):
             if member not in raw:
                 problems.append(f"valuesets/{vs_id}.yaml: includes unknown value set '{member}'")
+        for pattern in doc.get("text_patterns", []):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(f"valuesets/{vs_id}.yaml: text_patterns '{pattern}': {exc}")
     if problems:
         raise KnowledgeError(problems)
 
-    def expand(vs_id: str, trail: tuple[str, ...]) -> tuple[set[Key], set[str]]:
+    def expand(vs_id: str, trail: tuple[str, ...]) -> tuple[set[Key], set[str], set[str]]:
         if vs_id in trail:
             raise KnowledgeError([f"valuesets/{vs_id}.yaml: include cycle {' -> '.join(trail)}"])
         doc = raw[vs_id]
@@ -613,21 +618,24 @@ def _build_valuesets(
             uri = system_uris[row["system"]]
             codes.add((uri, normalize_code(uri, row["code"])))
         names = set(doc.get("text", []))
+        patterns = set(doc.get("text_patterns", []))
         for member in doc.get("include", []):
-            more_codes, more_names = expand(member, (*trail, vs_id))
+            more_codes, more_names, more_patterns = expand(member, (*trail, vs_id))
             codes |= more_codes
             names |= more_names
-        return codes, names
+            patterns |= more_patterns
+        return codes, names, patterns
 
     built = {}
     for vs_id, doc in raw.items():
-        codes, names = expand(vs_id, ())
+        codes, names, patterns = expand(vs_id, ())
         built[vs_id] = ValueSet(
             id=vs_id,
             title=doc["title"],
             kind=doc["kind"],
             codes=frozenset(codes),
             names=tuple(sorted(names)),
+            patterns=tuple(sorted(patterns)),
             members=tuple(doc.get("include", [])),
         )
     return built

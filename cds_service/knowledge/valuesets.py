@@ -47,13 +47,17 @@ class ValueSet:
     kind: str
     codes: frozenset[Key]
     names: tuple[str, ...]
+    # Regular expressions over lower-case text, for names a word list cannot hold ("calcium 500 mg
+    # + d3"); each is checked to compile at load.
+    patterns: tuple[str, ...] = ()
     members: tuple[str, ...] = ()
     name_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Longest names first, so "calcium carbonate" is found rather than "calcium".
-        names = "|".join(re.escape(n.lower()) for n in sorted(self.names, key=len, reverse=True))
-        pattern = re.compile(rf"\b(?:{names})\b") if names else None
+        ordered = sorted(self.names, key=len, reverse=True)
+        names = [rf"\b{re.escape(n.lower())}\b" for n in ordered] + list(self.patterns)
+        pattern = re.compile("|".join(f"(?:{n})" for n in names)) if names else None
         object.__setattr__(self, "name_pattern", pattern)
 
     def has(self, keys: Set[Key], texts: Iterable[str] = ()) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from importlib import resources
+from typing import Any
 
 from cds_service.fhir.record import record_from_prefetch
 from cds_service.knowledge import Knowledge
@@ -25,6 +27,11 @@ PYTHON_SENTENCES = {
 }
 
 
+def scenario_now(scenario: dict[str, Any]) -> datetime:
+    """The time a scenario is evaluated at (its `now`, else the shared test clock)."""
+    return datetime.fromisoformat(scenario["now"]) if "now" in scenario else NOW
+
+
 def test_each_finding_supplies_its_declared_facts(knowledge: Knowledge) -> None:
     seen = set()
     for path in sorted((FIXTURES / "scenarios").glob("*.json")):
@@ -40,7 +47,7 @@ def test_each_finding_supplies_its_declared_facts(knowledge: Knowledge) -> None:
         context = request["context"]
         record = record_from_prefetch(context["patientId"], request["prefetch"])
         for finding in RULES[service.rules](
-            Evaluation(request["hook"], context, record, knowledge, NOW)
+            Evaluation(request["hook"], context, record, knowledge, scenario_now(scenario))
         ):
             missing = set(knowledge.cards[finding.kind].facts) - set(finding.facts)
             assert not missing, (path.stem, finding.kind, missing)
