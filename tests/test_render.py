@@ -68,9 +68,7 @@ def test_a_card_never_shows_a_semantic_tag(knowledge: Knowledge) -> None:
 def test_the_hemiparesis_wording_asks_for_an_assessment(knowledge: Knowledge) -> None:
     facts = {"diagnosis": LONG, "untreated": True, "medicines": "", "on_medicines": False}
     finding = Finding("spasticity-review", facts, variant="hemiparesis")
-    card = render_card(
-        finding, knowledge.cards["spasticity-review"].variant("hemiparesis"), Clock(), CALL
-    )
+    card = render_card(finding, knowledge.cards["spasticity-review"], Clock(), CALL)
     assert card["summary"] == f"Hemiparesis ({LONG}): assess for spasticity"
     assert "spasticity is not recorded" in card["detail"]
 

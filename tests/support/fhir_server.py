@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import select
+import selectors
 import shutil
 import subprocess
 import tempfile
@@ -115,7 +115,10 @@ class LocalFhirServer:
                     f"the local FHIR server did not report ready within {self.timeout:g} s"
                     + self._stderr_tail()
                 )
-            readable, _, _ = select.select([fd], [], [], remaining)
+            # selectors (epoll), not select(): a long test session may hold descriptors past 1024.
+            with selectors.DefaultSelector() as selector:
+                selector.register(fd, selectors.EVENT_READ)
+                readable = selector.select(remaining)
             if not readable:
                 continue
             chunk = os.read(fd, 4096)
