@@ -101,6 +101,16 @@ class CardRecorder:
         if thread is not None and thread.is_alive():
             self._queue.put(None)
             thread.join(timeout)
+        # Cards held from a failed write (a database that was slow or away) get a last try each
+        # second until the timeout: once the process exits they are gone.
+        deadline = time.monotonic() + timeout
+        while self._held and time.monotonic() < deadline:
+            held, self._held = self._held, []
+            self._held = self._store(held)
+            if self._held:
+                time.sleep(1.0)
+        if self._held:
+            log.error("issued-card records lost at exit", extra={"count": len(self._held)})
 
     def _run(self) -> None:
         while True:

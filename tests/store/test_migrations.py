@@ -74,8 +74,8 @@ def test_recorder_reports_a_down_database_and_keeps_going(tmp_path: object) -> N
     recorder.submit([card])
     recorder.flush(timeout=10)
     recorder.submit([card])
-    recorder.close(timeout=10)
-    assert failures == ["record issued cards", "record issued cards"]
+    recorder.close(timeout=1)  # held cards get a last try at close, within the timeout
+    assert set(failures) == {"record issued cards"} and len(failures) >= 2
 
 
 def test_replicas_started_together_migrate_once(database_url: str) -> None:
