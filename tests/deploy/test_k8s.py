@@ -14,6 +14,7 @@ import yaml
 
 from cds_service.cli import main as cli_main
 from cds_service.config import Settings
+from cds_service.store import _MIGRATION_LOCK_TIMEOUT
 
 try:
     import kubernetes_validate
@@ -33,6 +34,8 @@ OVERLAY = DEPLOY / "k8s" / "overlays" / "example"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 # The JWK Set fetch timeout (auth.py) and gunicorn's graceful timeout (its default; serve keeps it).
 JWKS_TIMEOUT_SECONDS = 3.0
+# The slowest restart measured under load (deploy/README.md: 16-32 s to answer again).
+START_UP_SECONDS = 32
 GUNICORN_GRACEFUL_TIMEOUT_SECONDS = 30
 POD_LABELS = {"app.kubernetes.io/name": "cds-service", "app.kubernetes.io/component": "server"}
 
@@ -123,6 +126,16 @@ def test_probes_and_graceful_termination() -> None:
     # The kubelet must not kill a worker still finishing its last call (nor one flushing records).
     assert grace > pre_stop + GUNICORN_GRACEFUL_TIMEOUT_SECONDS
     assert longest_call < GUNICORN_GRACEFUL_TIMEOUT_SECONDS
+
+
+def test_startup_probe_outlasts_the_migration_lock_wait() -> None:
+    (container,) = one(render_base(), "Deployment")["spec"]["template"]["spec"]["containers"]
+    probe = container["startupProbe"]
+    budget = probe["periodSeconds"] * probe["failureThreshold"]
+    lock_wait = int(_MIGRATION_LOCK_TIMEOUT.removesuffix("s"))
+    # A replica waiting on another's migration must not be killed and restarted into the same wait.
+    assert budget >= 120
+    assert budget > lock_wait + START_UP_SECONDS
 
 
 def test_gunicorn_graceful_timeout_is_the_one_assumed() -> None:
