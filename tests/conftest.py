@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from cds_service import store
 from cds_service.app import create_app
 from cds_service.clock import fixed_clock
 from cds_service.config import Settings, load_settings
@@ -66,6 +67,15 @@ def release(url: str) -> None:
     engine_for(url).dispose()
     engine_for(url, autocommit=True).dispose()
     engine_for.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_pooled_connections_outlive_a_test() -> Iterator[None]:
+    """Each test's engines close their pooled connections when it ends: the suite makes hundreds
+    of databases and apps, and PostgreSQL allows only so many connections (100 here)."""
+    yield
+    for engine in list(store._CREATED):
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
