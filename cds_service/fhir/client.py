@@ -301,7 +301,9 @@ class FhirClient:
         chunks = []
         for raw in response.iter_raw(_CHUNK):
             try:
-                chunk = raw if inflater is None else inflater.decompress(raw, self._budget[0] + 1)
+                # The budget is shared by the call's fetch threads: another may have spent it.
+                room = max(self._budget[0], 0) + 1
+                chunk = raw if inflater is None else inflater.decompress(raw, room)
             except zlib.error:
                 raise FhirFetchError(
                     "the FHIR server sent a body that does not decompress"
