@@ -18,7 +18,7 @@ from typing import Any
 
 FIXTURE_A = Path(__file__).resolve().parent.parent / "fixtures/scenarios/42-baclofen-egfr-59.json"
 PATIENT_SERVICE = "leg-cramps-after-stroke"
-ORDER_SERVICE = "leg-cramps-order-review"
+ORDER_SERVICE = "leg-cramps-order-sign"
 PATIENT = "bench-a"
 EHR = "https://ehr.example.org/fhir"
 LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
