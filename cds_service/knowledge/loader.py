@@ -158,6 +158,8 @@ class CardKind:
     # Named alternatives a rule may choose (Finding.variant): the same kind with other wording,
     # and possibly another indicator and sources (e.g. the label's text below the Beers age).
     variants: dict[str, CardKind] = field(default_factory=dict)
+    # silent: recorded as issued but not returned (a committee's trial run); README, "Silent mode".
+    mode: str = "active"
 
     def variant(self, name: str | None) -> CardKind:
         """This kind, or its named variant (an unknown name is a programming error the tests catch)."""
@@ -184,6 +186,21 @@ class Knowledge:
         """The `extension` member of every card and discovery entry: this content's version and hash
         (a new dict each time: the caller owns it)."""
         return {KNOWLEDGE_EXTENSION: {"version": self.version, "contentHash": self.content_hash}}
+
+    def with_modes(self, modes: dict[str, str]) -> Knowledge:
+        """This knowledge with the mode of some card kinds replaced (a deployment's CDS_CARD_MODES);
+        ValueError naming any kind that does not exist."""
+        unknown = sorted(set(modes) - self.cards.keys())
+        if unknown:
+            raise ValueError(
+                f"unknown card kind(s) {', '.join(unknown)}; the kinds are: {', '.join(self.cards)}"
+            )
+        cards = {k: replace(c, mode=modes.get(k, c.mode)) for k, c in self.cards.items()}
+        return replace(self, cards=cards)
+
+    def silent_kinds(self) -> list[str]:
+        """The card kinds recorded but not shown."""
+        return sorted(k for k, c in self.cards.items() if c.mode == "silent")
 
     def valueset(self, vs_id: str) -> ValueSet:
         """The value set with this id (a missing id is a programming error caught by the tests)."""
@@ -530,6 +547,7 @@ def _card_kind(
         ),
         links=links,
         snooze_days=card["snooze_days"],
+        mode=card.get("mode", "active"),
     )
     variants = {}
     for name, alt in card.get("variants", {}).items():
