@@ -14,9 +14,9 @@ from cds_service.store.report import KindReport, report, versions
 # The plotted series: (KindReport attribute, legend label, colour).
 SERIES = (
     ("shown", "shown", "#1f77b4"),
+    ("silent", "silent (would have shown)", "#7f7f7f"),
     ("accepted", "accepted", "#2ca02c"),
     ("overridden", "overridden", "#d62728"),
-    ("silent", "silent (would have shown)", "#7f7f7f"),
 )
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 200, 44, 12, 12, 28
 
@@ -29,6 +29,7 @@ class Plot:
     weeks: list[date]
     counts: dict[str, list[int]]  # series -> one count per week
     lines: list[tuple[str, str, str]]  # (label, colour, SVG polyline points)
+    changes: list[tuple[str, float]]  # (content version, x) of the week each version came in
     y_max: int
     total: KindReport
 
@@ -38,8 +39,15 @@ def write_report(url: str, since: datetime | None, out_dir: Path) -> Path:
     weekly = report(url, since, by_week=True)
     totals = {row.kind: row for row in report(url, since)}
     weeks = _weeks([row.week for row in weekly if row.week is not None])
+    seen = versions(url, since)
+    # Where each content version came in, drawn on every plot: did a change move the outcomes?
+    came_in: dict[str, date] = {}
+    for version, _, first, _, _ in seen:
+        day = first.astimezone(UTC).date()
+        monday = day - timedelta(days=day.weekday())
+        came_in[version] = min(came_in.get(version, monday), monday)
     plots = [
-        _plot(kind, weeks, [row for row in weekly if row.kind == kind], totals[kind])
+        _plot(kind, weeks, [row for row in weekly if row.kind == kind], totals[kind], came_in)
         for kind in sorted(totals)
     ]
     environment = Environment(
@@ -48,7 +56,7 @@ def write_report(url: str, since: datetime | None, out_dir: Path) -> Path:
     html = environment.get_template("report.html").render(
         plots=plots,
         series=SERIES,
-        versions=versions(url, since),
+        versions=seen,
         since=since,
         generated=datetime.now(UTC),
         size={"width": WIDTH, "height": HEIGHT, "left": LEFT, "bottom": HEIGHT - BOTTOM},
@@ -67,7 +75,13 @@ def _weeks(mondays: list[date]) -> list[date]:
     return [first + timedelta(weeks=n) for n in range((last - first).days // 7 + 1)]
 
 
-def _plot(kind: str, weeks: list[date], rows: list[KindReport], total: KindReport) -> Plot:
+def _plot(
+    kind: str,
+    weeks: list[date],
+    rows: list[KindReport],
+    total: KindReport,
+    came_in: dict[str, date],
+) -> Plot:
     by_week = {row.week: row for row in rows}
     counts = {
         attr: [getattr(by_week[w], attr) if w in by_week else 0 for w in weeks]
@@ -76,13 +90,16 @@ def _plot(kind: str, weeks: list[date], rows: list[KindReport], total: KindRepor
     y_max = max([1, *(n for values in counts.values() for n in values)])
     span = max(len(weeks) - 1, 1)
 
+    def x(index: int) -> float:
+        return LEFT + (WIDTH - LEFT - RIGHT) * (index / span if len(weeks) > 1 else 0.5)
+
     def point(index: int, value: int) -> str:
-        x = LEFT + (WIDTH - LEFT - RIGHT) * (index / span if len(weeks) > 1 else 0.5)
         y = HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * value / y_max
-        return f"{x:.1f},{y:.1f}"
+        return f"{x(index):.1f},{y:.1f}"
 
     lines = [
         (label, colour, " ".join(point(i, n) for i, n in enumerate(counts[attr])))
         for attr, label, colour in SERIES
     ]
-    return Plot(kind, weeks, counts, lines, y_max, total)
+    changes = [(v, x(weeks.index(monday))) for v, monday in came_in.items() if monday in weeks]
+    return Plot(kind, weeks, counts, lines, changes, y_max, total)

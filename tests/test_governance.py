@@ -295,7 +295,10 @@ def test_report_by_version_and_as_html_through_the_cli(
     assert page.cells[(kind, "2026-11-02", "shown")] == "0"
     assert page.cells[("", "1.0.0", "cards")] == "3"
     assert page.cells[("", "(unversioned)", "cards")] == "1"
-    assert "PC CDS does not apply to patient (1)" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "PC CDS does not apply to patient (1)" in html
+    # Each plot marks the week each content version came in.
+    assert html.count('<line class="version"') == 2 * page.svgs
 
 
 def test_an_empty_store_gives_a_page_that_says_so(

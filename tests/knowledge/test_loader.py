@@ -291,3 +291,24 @@ def test_a_missing_version_file_cannot_be_read(cards: Path) -> None:
     (cards / "version.yaml").unlink()
     [problem] = problems_of(cards)
     assert problem.startswith("version.yaml: cannot be read")
+
+
+def test_a_card_kind_may_be_silent_and_a_deployment_may_change_its_mode(cards: Path) -> None:
+    break_file(
+        cards, "cards.yaml", "    snooze_days: 30\n", "    snooze_days: 30\n    mode: silent\n"
+    )
+    loaded = load_knowledge(cards)
+    [silent] = loaded.silent_kinds()
+    assert loaded.cards[silent].mode == "silent"
+    assert loaded.with_modes({silent: "active"}).silent_kinds() == []
+    assert loaded.silent_kinds() == [silent]  # the loaded knowledge itself is unchanged
+    with pytest.raises(ValueError, match="unknown card kind"):
+        loaded.with_modes({"no-such-kind": "silent"})
+
+
+def test_a_mode_other_than_active_or_silent_is_refused(cards: Path) -> None:
+    break_file(
+        cards, "cards.yaml", "    snooze_days: 30\n", "    snooze_days: 30\n    mode: quiet\n"
+    )
+    [problem] = problems_of(cards)
+    assert problem.startswith("cards.yaml: cards/") and "'quiet' is not one of" in problem
