@@ -98,7 +98,7 @@ def call_service(
     # recorded as such, and never returned.
     silent = {f.kind for _, f in cards if runtime.knowledge.cards[f.kind].mode == "silent"}
     if not review:
-        _record(runtime, spec.id, patient, cards, now)
+        _record(runtime, spec.id, patient, cards, silent, now)
     response: dict[str, Any] = {
         "cards": [card for card, f in cards if review or f.kind not in silent]
     }
@@ -154,13 +154,13 @@ def _record(
     service_id: str,
     patient: str,
     cards: list[tuple[dict[str, Any], Finding]],
+    silent: set[str],
     now: datetime,
 ) -> None:
     """Queue the issued cards, silent ones included, for recording (feedback attribution, snoozing,
     reports); while the database is down the recorder holds them, so an override of one of them
-    can still be attributed."""
+    can still be attributed. `silent`: the kinds recorded but not returned."""
     knowledge = runtime.knowledge
-    silent = {f.kind for _, f in cards if knowledge.cards[f.kind].mode == "silent"}
     for card, finding in cards:
         counter = SILENT if finding.kind in silent else CARDS
         inc(counter, service_id, finding.kind, card["indicator"])
