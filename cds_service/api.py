@@ -84,7 +84,8 @@ def read_json() -> Any:
 @bp.get("/cds-services")
 def discovery() -> Response:
     """CDS Hooks discovery: every service with its hook, description and prefetch templates."""
-    services = [s.discovery() for s in runtime().knowledge.services]
+    knowledge = runtime().knowledge
+    services = [{**s.discovery(), "extension": knowledge.extension()} for s in knowledge.services]
     return jsonify({"services": services})
 
 
