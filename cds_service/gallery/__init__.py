@@ -156,6 +156,8 @@ def render_page(knowledge: Knowledge, shown: list[Example]) -> str:
             {"cause": cause, "title": cause.replace("-", " ").capitalize(), "kinds": kinds}
             for cause, kinds in groups.items()
         ],
+        version=knowledge.version,
+        content_hash=knowledge.content_hash,
         kind_count=len(knowledge.cards),
         example_count=len(shown),
         css=assets.joinpath("gallery.css").read_text(encoding="utf-8"),

@@ -16,14 +16,17 @@
     });
   }
   document.getElementById("save-signoff").addEventListener("click", function () {
+    var content = document.body.dataset;
     var record = {
+      knowledgeVersion: content.knowledgeVersion,
+      knowledgeHash: content.knowledgeHash,
       savedAt: new Date().toISOString(),
       signoffs: entries()
     };
     var blob = new Blob([JSON.stringify(record, null, 2)], { type: "application/json" });
     var link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
-    link.download = "card-signoff.json";
+    link.download = "card-signoff-" + record.knowledgeVersion + ".json";
     document.body.appendChild(link);
     link.click();
     link.remove();
