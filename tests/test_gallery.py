@@ -170,9 +170,9 @@ def test_the_example_shown_offers_the_most_suggestions(
     """Of the scenarios raising a kind, the gallery shows the one with the most buttons, so a
     suggestion no example offers is one no scenario offers."""
     offered: dict[tuple[str, str | None, str], int] = defaultdict(int)
-    from cds_service.gallery import _all_examples
+    from cds_service.gallery import scenario_examples
 
-    for example in _all_examples(knowledge, SCENARIOS):
+    for example in scenario_examples(knowledge, SCENARIOS):
         key = (example.finding.kind, example.variant, example.card["indicator"])
         offered[key] = max(offered[key], len(example.card.get("suggestions", [])))
     assert {

@@ -62,7 +62,7 @@ def examples(knowledge: Knowledge, scenario_dir: Path) -> list[Example]:
     order; of the scenarios raising one, the card offering the most suggestions, then the first
     file by name. Raises GalleryError naming every kind or variant no scenario raises."""
     best: dict[tuple[str, str | None, str], Example] = {}
-    for example in _all_examples(knowledge, scenario_dir):
+    for example in scenario_examples(knowledge, scenario_dir):
         key = (example.finding.kind, example.variant, example.card["indicator"])
         shown = best.get(key)
         if shown is None or _offered(example) > _offered(shown):
@@ -90,7 +90,7 @@ def _offered(example: Example) -> int:
     return len(example.card.get("suggestions", []))
 
 
-def _all_examples(knowledge: Knowledge, scenario_dir: Path) -> Iterable[Example]:
+def scenario_examples(knowledge: Knowledge, scenario_dir: Path) -> Iterable[Example]:
     """Every card of every scenario answered with cards, evaluated as tests/rules/test_facts.py
     does: the scenario's prefetch as the record, the rules at its `now`, the service's renderer."""
     for path in sorted(scenario_dir.glob("*.json")):
