@@ -1,4 +1,4 @@
-"""The `cds-service` command: run, serve, migrate, report, prune, check-knowledge, evaluate."""
+"""The `cds-service` command: run, serve, migrate, report, prune, check-knowledge, evaluate, gallery."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from cds_service.clock import Clock
-from cds_service.config import ConfigError, Settings, load_settings
+from cds_service.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 from cds_service.knowledge import KnowledgeError, load_knowledge
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,39 @@ def validate_orders(knowledge: Any) -> list[str]:
         except ValidationError as exc:
             problems.append(f"orders.yaml: {order_id}: not a valid FHIR R4 resource: {exc}")
     return problems
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--scenarios",
+    "scenario_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=lambda: PROJECT_ROOT / "fixtures" / "scenarios",
+    show_default="fixtures/scenarios of the checkout",
+    help="Scenario fixtures to render the cards from.",
+)
+def gallery(out_dir: Path, scenario_dir: Path) -> None:
+    """Write OUT_DIR/index.html: every card kind as an EHR shows it, for the committee's sign-off.
+
+    Each card comes from a scenario fixture (the rules run on its record at its `now`, the cards
+    rendered as a hook response renders them), with the facts that raised it and its citations.
+    Reads only CDS_KNOWLEDGE_DIR and the scenarios; one static file, nothing fetched when opened.
+    """
+    try:
+        from cds_service.gallery import GalleryError, write_gallery
+    except ModuleNotFoundError as exc:  # the gallery extra: not in the served image
+        click.echo(f"{exc.name} is not installed: pip install -e '.[gallery]'", err=True)
+        sys.exit(1)
+
+    settings = _settings_or_exit("knowledge_dir")
+    try:
+        knowledge = load_knowledge(settings.knowledge_dir)
+        page = write_gallery(knowledge, scenario_dir, out_dir)
+    except (KnowledgeError, GalleryError) as exc:
+        click.echo(f"cannot write the gallery: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"card gallery: {page} ({len(knowledge.cards)} card kinds)")
 
 
 # What a hook call reads. Not the HTTP shell's settings (JWT, CORS, body size): evaluate serves no
