@@ -156,7 +156,12 @@ def test_each_card_shows_what_the_service_sends(
         assert reasons == [r["code"] for r in card.get("overrideReasons", [])]
         links = [e["attrs"]["href"] for e in page.inside(rendered, "a", "link-button")]
         assert links == [link["url"] for link in card.get("links", [])]
-        # Beside the card: the scenario that raised it, its facts and its citations.
+        # Beside the card: the suggestions this example does not offer (every one is signed off),
+        # the scenario that raised it, its facts and its citations.
+        not_offered = [
+            li for ul in page.inside(article, "ul", "not-offered") for li in page.inside(ul, "li")
+        ]
+        assert len(buttons) + len(not_offered) == len(example.kind.suggestions)
         assert example.scenario.name in article["text"]
         facts = page.inside(article, "table", "facts")[0]["text"]
         assert all(name in facts for name in example.finding.facts)

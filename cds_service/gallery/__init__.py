@@ -168,13 +168,7 @@ def render_page(knowledge: Knowledge, shown: list[Example]) -> str:
 def _view(knowledge: Knowledge, example: Example) -> dict[str, Any]:
     """What the template shows of one example: the card as an EHR would, and why it fired."""
     card = example.card
-    offered = {s["label"] for s in card.get("suggestions", [])}
     facts = example.finding.facts
-    not_offered = [
-        {"label": fill(s.label, facts), "when": s.when}
-        for s in example.kind.suggestions
-        if s.when and facts.get(s.when) is not True
-    ]
     return {
         "variant": example.variant,
         "card": card,
@@ -183,9 +177,14 @@ def _view(knowledge: Knowledge, example: Example) -> dict[str, Any]:
             {**s, "actions": [_action(a) for a in s["actions"]]}
             for s in card.get("suggestions", [])
         ],
-        "not_offered": [s for s in not_offered if s["label"] not in offered],
+        # Offered when their `when` fact is true: the committee signs off on them too.
+        "not_offered": [
+            {"label": fill(s.label, facts), "when": s.when}
+            for s in example.kind.suggestions
+            if s.when and facts.get(s.when) is not True
+        ],
         "scenario": example.scenario,
-        "facts": example.finding.facts,
+        "facts": facts,
         "citations": [
             {"key": k, **knowledge.sources[k]}
             for k in example.kind.sources
