@@ -48,6 +48,7 @@ class Settings:
     log_level: str = "INFO"
     validate_responses: bool = False
     store_retry_seconds: float = 5.0
+    migrate_at_start: bool = True
 
     @property
     def development(self) -> bool:
@@ -162,6 +163,8 @@ def load_settings(
         values["validate_responses"] = _bool(
             "CDS_VALIDATE_RESPONSES", env_vars["CDS_VALIDATE_RESPONSES"]
         )
+    if "CDS_MIGRATE_AT_START" in env_vars:
+        values["migrate_at_start"] = _bool("CDS_MIGRATE_AT_START", env_vars["CDS_MIGRATE_AT_START"])
 
     settings = dataclasses.replace(Settings(), **{**values, **overrides})
     if settings.auth not in {"jwt", "off"}:
