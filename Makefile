@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 FHIR_PORT ?= 8090
 
-.PHONY: run test lint typecheck fhir-server check-knowledge clean bench
+.PHONY: run test lint typecheck fhir-server check-knowledge clean bench capacity
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,14 @@ fhir-server: fhir_server/node_modules/.package-lock.json
 	node --experimental-websocket fhir_server/server.mjs --port $(FHIR_PORT) --seed fixtures/fhir
 
 ## make bench: the production shape (serve, JWTs, PostgreSQL) vs two floors, wrk load; bench/README.md
+## (writes bench/results.md, results.json, latency.png, and the capacity table deploy/capacity.md)
 bench: $(VENV)/.installed
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## make capacity: deploy/capacity.md again from the last bench (bench/results.json) and deploy/k8s/base
+capacity: $(VENV)/.installed
+	$(BIN)/python deploy/capacity.py
 
 check-knowledge: $(VENV)/.installed
 	$(BIN)/cds-service check-knowledge
