@@ -7,7 +7,9 @@ Servers (all on 127.0.0.1, gunicorn gthread, the same workers and threads; bench
   framework    bench/floors.py framework: read the body, canned answer
 Every request carries a token no server has seen (RS384 or ES384, signed before the runs); every
 answer's status is checked. Floor and service take turns in rounds, so both see the same drift of
-the machine. Writes bench/results.md and bench/latency.png (`--quick`: bench/out/ only).
+the machine. Each run also reads the CPU time (/proc) of the server's processes and PostgreSQL
+backends: CPU ms per call. Writes bench/results.md, results.json and latency.png, then the capacity
+table deploy/capacity.md from results.json (`--quick`: bench/out/ only, no table).
 """
 
 from __future__ import annotations
