@@ -67,7 +67,8 @@ def table(result: dict[str, Any], source: str) -> str:
         "**Measured** (the production shape: `cds-service serve`, gunicorn 2 workers x 4 threads, a fresh",
         "client JWT per call whose `jti` is stored in PostgreSQL; wrk at 8 connections; CPU read from",
         "`/proc` for the service's processes and, separately, its PostgreSQL backends. CPU per call holds",
-        "on a shared machine, where calls per second do not):",
+        "on a shared machine, where calls per second do not; it still rises with the machine's load",
+        "(caches and cores shared with other work), so a bench on a busy machine gives a conservative table):",
         "",
         "| request | service CPU per call | calls per core (per CPU-second) "
         "| PostgreSQL CPU per call | calls/s seen (2 cores, wrk beside) |",
