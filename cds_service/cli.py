@@ -344,6 +344,9 @@ def evaluate(
     from cds_service.hooks import call_service
 
     os.environ.setdefault("CDS_ENV", "development")
+    # The output is the review; start-up lines (migrations, "JWT verification is OFF", which is by
+    # design here) would bury it. CDS_LOG_LEVEL=INFO shows them again.
+    os.environ.setdefault("CDS_LOG_LEVEL", "ERROR")
     try:
         settings = load_settings(only=EVALUATE_SETTINGS, auth="off")
     except ConfigError as exc:

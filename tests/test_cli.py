@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,24 @@ def test_evaluate_a_scenario_file(reviewer: str) -> None:
     assert "[WARNING] Low total calcium 8.4 mg/dL" in result.output
     assert "kind: calcium-low" in result.output
     assert "SNOOZED" not in result.output
+
+
+def test_evaluate_prints_the_review_and_no_start_up_lines(tmp_path: Path) -> None:
+    # A reviewer reads the output; the service's start-up log lines are not part of it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env["CDS_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cds.db'}"
+    ran = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "evaluate", str(LOW_CALCIUM), *AT_NOW],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "kind: calcium-low" in ran.stdout
+    assert ran.stderr == ""
+    assert '"level"' not in ran.stdout
 
 
 def test_evaluate_needs_the_hash_key_it_uses(production: str) -> None:
