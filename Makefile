@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 FHIR_PORT ?= 8090
 
-.PHONY: run test lint typecheck fhir-server check-knowledge clean bench gallery
+.PHONY: run test lint typecheck fhir-server check-knowledge clean bench gallery capacity
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,7 @@ fhir-server: fhir_server/node_modules/.package-lock.json
 	node --experimental-websocket fhir_server/server.mjs --port $(FHIR_PORT) --seed fixtures/fhir
 
 ## make bench: the production shape (serve, JWTs, PostgreSQL) vs two floors, wrk load; bench/README.md
+## (writes bench/results.md, results.json, latency.png, and the capacity table deploy/capacity.md)
 bench: $(VENV)/.installed
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -55,6 +56,10 @@ bench: $(VENV)/.installed
 gallery: $(VENV)/.installed
 	@$(BIN)/python -c "import markdown_it" 2>/dev/null || $(BIN)/pip install --quiet -e '.[gallery]'
 	$(BIN)/cds-service gallery build/gallery
+
+## make capacity: deploy/capacity.md again from the last bench (bench/results.json) and deploy/k8s/base
+capacity: $(VENV)/.installed
+	$(BIN)/python deploy/capacity.py
 
 check-knowledge: $(VENV)/.installed
 	$(BIN)/cds-service check-knowledge

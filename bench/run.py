@@ -7,7 +7,9 @@ Servers (all on 127.0.0.1, gunicorn gthread, the same workers and threads; bench
   framework    bench/floors.py framework: read the body, canned answer
 Every request carries a token no server has seen (RS384 or ES384, signed before the runs); every
 answer's status is checked. Floor and service take turns in rounds, so both see the same drift of
-the machine. Writes bench/results.md and bench/latency.png (`--quick`: bench/out/ only).
+the machine. Each run also reads the CPU time (/proc) of the server's processes and PostgreSQL
+backends: CPU ms per call. Writes bench/results.md, results.json and latency.png, then the capacity
+table deploy/capacity.md from results.json (`--quick`: bench/out/ only, no table).
 """
 
 from __future__ import annotations
@@ -111,6 +113,32 @@ def _readlink(path: Path) -> str:
     return ""
 
 
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each process has used so far, from /proc."""
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def cpu_now(server: Server, args: argparse.Namespace) -> tuple[dict[int, float], dict[int, float]]:
+    """CPU so far of the server's processes and of its PostgreSQL backends (its application_name):
+    CPU per call holds on a shared machine, where calls per second do not (deploy/capacity.py)."""
+    import sqlalchemy as sa
+
+    with args.admin.connect() as connection:
+        pids = connection.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE application_name"
+                                          " = :name"), {"name": f"bench-{server.name}"}).scalars()
+        backends = cpu_of(list(pids))
+    return cpu_of([server.proc.pid, *server.workers()]), backends
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 def http(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"}
     if token:
@@ -185,6 +213,7 @@ def wrk(server: Server, path: str, body: Path, tokens: Path | None, first: int, 
 
     used, workers = 0, server.workers()
     for attempt in range(1, args.even_attempts + 1):
+        before = cpu_now(server, args)
         proc = subprocess.Popen(argv(first + used), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         deadline = time.monotonic() + 10  # wrk reads its files, then opens every connection
@@ -200,6 +229,8 @@ def wrk(server: Server, path: str, body: Path, tokens: Path | None, first: int, 
         proc.send_signal(signal.SIGINT)  # wrk stops and still reports the tokens it sent
         used += result(proc)["used"]
     run = result(proc)
+    after = cpu_now(server, args)
+    run.update(cpu_s=spent(before[0], after[0]), db_cpu_s=spent(before[1], after[1]))
     run["used"] += used
     busy_s = run["duration_us"] / 1e6 - HOLD_MS / 1000
     run.update(server=server.name, rps=run["requests"] / busy_s, spread=spread, attempts=attempt)
@@ -251,7 +282,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("interrupted"))
     import sqlalchemy as sa
 
-    engine = sa.create_engine(args.database)
+    engine = args.admin = sa.create_engine(args.database)
     tag = uuid.uuid4().hex[:8]
     schemas = {name: f"bench_{tag}_{name}" for name in ("service", "off", "floor")}
     with engine.begin() as connection:
@@ -275,9 +306,13 @@ def main() -> int:
             for schema in schemas.values():
                 connection.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
     target = OUT if args.quick else BENCH
-    (OUT / "results.json").write_text(json.dumps(result, indent=1))
+    result["summary"] = [{"scenario": g["scenario"], "alg": g["alg"], "server": name,
+                          **summarize(runs)} for g in result["groups"] for name, runs in g["runs"].items()]
+    (target / "results.json").write_text(json.dumps(result, indent=1))
     (target / "results.md").write_text(report(result, args))
     plot(result, target / "latency.png")
+    if not args.quick:  # the capacity table in deploy/capacity.md, from the results.json just written
+        subprocess.run([sys.executable, str(ROOT / "deploy" / "capacity.py")], check=True)
     log(f"done in {result['minutes']:.1f} min: {target / 'results.md'}")
     return 0
 
@@ -296,7 +331,8 @@ def bench(args: argparse.Namespace, schemas: dict[str, str], servers: dict[str, 
         env = {**base_env, "CDS_ENV": "production", "CDS_AUTH": auth,
                "CDS_TRUSTED_ISSUERS": str(OUT / "issuers.json"), "CDS_PUBLIC_BASE_URL": audience,
                "CDS_PATIENT_HASH_KEY": uuid.uuid4().hex,
-               "CDS_DATABASE_URL": f"{args.database}?options=-csearch_path%3D{schemas[schema]}",
+               "CDS_DATABASE_URL": f"{args.database}?options=-csearch_path%3D{schemas[schema]}"
+                                   f"&application_name=bench-{name}",
                "CDS_FHIR_SERVER_ALLOWLIST": f"http://{HOST}"}
         servers[name] = Server(name, port, [*serve, "--port", str(port)], env)
     for server in servers.values():
@@ -411,6 +447,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "statuses": " ".join(r["statuses"] for r in runs).strip(),
         "spreads": sorted({"/".join(map(str, r["spread"])) for r in runs}),
         "starts": sum(r["attempts"] for r in runs),
+        "cpu_ms": 1000 * sum(r["cpu_s"] for r in runs) / sum(r["requests"] for r in runs),
+        "db_cpu_ms": 1000 * sum(r["db_cpu_s"] for r in runs) / sum(r["requests"] for r in runs),
     }
 
 
@@ -444,8 +482,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
     lines += [f"- Answers other than 200, and socket errors, in all runs: **{bad}** (target 0: "
               f"{'met' if bad == 0 else 'missed'}).", "", "## Table", "",
               "| scenario | server | req/s | p50 ms | p99 ms | p50 ÷ production floor (rounds) | "
-              "p50 ÷ framework floor (rounds) | not 200 / requests | connections per worker (wrk starts) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "p50 ÷ framework floor (rounds) | not 200 / requests | connections per worker (wrk starts) "
+              "| CPU ms per call: server (its PostgreSQL backends) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for group in result["groups"]:
         rows = {name: summarize(runs) for name, runs in group["runs"].items()}
         for name, row in rows.items():
@@ -462,7 +500,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             lines.append(f"| {label(group)} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} | "
                          f"{row['p99']:.2f} | {cells[0]} | {cells[1]} | {row['bad']} / "
                          f"{row['requests']:,} {row['statuses']} | {', '.join(row['spreads'])} "
-                         f"({row['starts']}) |")
+                         f"({row['starts']}) | {row['cpu_ms']:.2f} ({row['db_cpu_ms']:.2f}) |")
     lines += ["", "Checks before the runs:", ""]
     for key, c in result["checks"].items():
         lines.append(f"- ({key}): {c['resources']} resources, request {c['request_bytes']:,} B, "

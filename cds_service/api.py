@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from cds_service.feedback import receive_feedback
 from cds_service.hooks import call_service
 from cds_service.metrics import count_request, exposition
 from cds_service.runtime import Runtime
-from cds_service.store import ping
+from cds_service.store import StoreUnavailable, ping
 
 bp = Blueprint("cds", __name__)
 log = logging.getLogger("cds_service.access")
@@ -131,21 +132,27 @@ def openapi() -> Response:
 
 
 @bp.get("/readyz")
-def readyz() -> Response:
+def readyz() -> tuple[Response, int]:
     """Readiness: knowledge loaded (the app exists only then); the store and auth mode reported.
 
     Ready even when the database does not answer: hook calls work without it (no snoozing; feedback
     answers 503), and the database is shared, so a 503 here would take every replica out of the
-    load balancer at once and turn a degraded service into none. deploy/README.md.
+    load balancer at once and turn a degraded service into none. Not ready (503, with the reason)
+    when this pod does not migrate at start and the database's schema is older than the release:
+    it waits for the migration Job rather than serve against an old schema. deploy/README.md.
     """
     rt = runtime()
     # A database that failed a moment ago is not probed again (a hung one would hold the probe
     # for the store's deadline): /readyz answers at once, as hook calls go on without it.
-    _store_ok, store_detail = (
+    store_ok, store_detail = (
         ping(rt.settings.database_url) if rt.store_available() else (False, "unavailable")
     )
+    lag = None
+    if store_ok:
+        with contextlib.suppress(StoreUnavailable):  # as unreachable: checked again next probe
+            lag = rt.schema_lag()
     body: dict[str, Any] = {
-        "status": "ready",
+        "status": "not ready" if lag else "ready",
         "knowledge": {
             "services": len(rt.knowledge.services),
             "valueSets": len(rt.knowledge.valuesets),
@@ -157,11 +164,13 @@ def readyz() -> Response:
         "store": store_detail,
         "auth": rt.settings.auth,
     }
+    if lag:
+        body["reason"] = lag
     if rt.settings.auth == "off":
         body["warning"] = (
             "client JWT verification is OFF (CDS_AUTH=off): for local development only"
         )
-    return jsonify(body)
+    return jsonify(body), 503 if lag else 200
 
 
 @bp.before_app_request

@@ -18,7 +18,7 @@ from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.logs import configure_logging
 from cds_service.protocol.schemas import SCHEMA_NAMES, validate
 from cds_service.runtime import Runtime
-from cds_service.store import StoreUnavailable, migrate
+from cds_service.store import StoreUnavailable, migrate, schema_lag
 from cds_service.units import Analyte, concentration
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,12 @@ def create_app(
         ", ".join(knowledge.silent_kinds()) or "none",
     )
     try:
-        applied = migrate(settings.database_url)
-        log.info("database schema current: %d migrations applied at this start", applied)
+        if settings.migrate_at_start:
+            applied = migrate(settings.database_url)
+            log.info("database schema current: %d migrations applied at this start", applied)
+        elif lag := schema_lag(settings.database_url):
+            # A serving account without DDL rights: /readyz answers 503 until the Job migrates.
+            log.warning("not ready: %s", lag)
     except StoreUnavailable:
         # Hook calls still work without the database (no snoozing); feedback answers 503 until it
         # returns, and the schema is brought up to date by the next start or `cds-service migrate`.

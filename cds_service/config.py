@@ -51,6 +51,7 @@ class Settings:
     # Card kind -> active | silent, overriding cards.yaml for this deployment (CDS_CARD_MODES);
     # the kinds are checked against the knowledge base when the app is built.
     card_modes: tuple[tuple[str, str], ...] = ()
+    migrate_at_start: bool = True
 
     @property
     def development(self) -> bool:
@@ -185,6 +186,8 @@ def load_settings(
         values["validate_responses"] = _bool(
             "CDS_VALIDATE_RESPONSES", env_vars["CDS_VALIDATE_RESPONSES"]
         )
+    if "CDS_MIGRATE_AT_START" in env_vars:
+        values["migrate_at_start"] = _bool("CDS_MIGRATE_AT_START", env_vars["CDS_MIGRATE_AT_START"])
 
     settings = dataclasses.replace(Settings(), **{**values, **overrides})
     if settings.auth not in {"jwt", "off"}:

@@ -18,6 +18,7 @@ from cds_service.fhir.client import new_http_client
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.loader import Service
 from cds_service.metrics import STORE_FAILURES
+from cds_service.store import schema_lag
 from cds_service.store.cards import OverriddenPatients
 from cds_service.store.recorder import CardRecorder
 
@@ -57,6 +58,7 @@ class Runtime:
     recorder: CardRecorder = field(init=False)
     overridden: OverriddenPatients = field(init=False)
     _store_retry_at: float = field(init=False, default=0.0)
+    _schema_current: bool = field(init=False, default=False)
     _services_by_id: dict[str, tuple[Service, ...]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,16 @@ class Runtime:
         STORE_FAILURES.labels(operation).inc()
         log.warning("database unavailable; continuing without it", extra={"reason": operation})
         self._store_retry_at = time.monotonic() + self.settings.store_retry_seconds
+
+    def schema_lag(self) -> str | None:
+        """Why the database schema is older than this release, if this process does not migrate at
+        start (CDS_MIGRATE_AT_START=false); None once current (schemas only move forward).
+        StoreUnavailable if the database does not answer."""
+        if self.settings.migrate_at_start or self._schema_current:
+            return None
+        lag = schema_lag(self.settings.database_url)
+        self._schema_current = lag is None
+        return lag
 
     def services_with_id(self, service_id: str) -> tuple[Service, ...]:
         """Every (id, hook) entry registered under `service_id`."""

@@ -1,180 +1,130 @@
-"""CPU per hook call in the production shape, for deploy/README.md's capacity table.
+"""The capacity table (deploy/capacity.md) from the last `make bench` (bench/results.json).
 
-`cds-service serve` (2 workers x 4 threads) with RS384 client JWTs (a fresh token, so a fresh jti
-INSERT, per call) on the local PostgreSQL (a private schema), loaded by wrk at 8 connections with
-the (a) bench request (patient-view, full prefetch, ~50 resources). Reports calls/s and latency as
-wrk saw them, and the CPU seconds the service's processes and PostgreSQL's backends spent per call
-(from /proc): calls per CPU-second holds on a machine shared with other work, where calls/s does
-not. Run: .venv/bin/python deploy/capacity.py [seconds]
+`make capacity` (or `.venv/bin/python deploy/capacity.py [results.json]`) reads the production shape's
+CPU per call that bench/run.py measured (`cds-service serve`, a fresh RS384 client JWT per call, its
+`jti` stored in PostgreSQL, the patient-view request (a)), and the pod shape from deploy/k8s/base (CPU
+request, HPA target and minimum, workers x threads), and writes the replicas and cores a hospital
+needs at a given peak of calls. `make bench` runs it at its end.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
+import math
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
+from typing import Any
 
-import httpx
-import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
-from sqlalchemy import Engine, create_engine, text
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES = os.environ.get(
-    "CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BASE = ROOT / "deploy" / "k8s" / "base"
+PEAKS = (5, 50, 500)  # hook calls per second at the busiest minute
+SPARE_PODS = (
+    1  # a pod more than the load needs: a rolling update or a lost node (PDB maxUnavailable 1)
 )
-BASE = "https://cds.capacity.example"
-PATH = "/cds-services/leg-cramps-after-stroke"
-ISSUER = "https://ehr.capacity.example"
-CALLS_PER_SECOND_CEILING = 1500  # tokens made: seconds x this (each call needs a new jti)
-TICKS = os.sysconf("SC_CLK_TCK")
-APPLICATION = "cds-capacity"
-WARM_UP_TOKENS = 3 * CALLS_PER_SECOND_CEILING
+FETCH_SHARE, FETCH_SECONDS = 0.10, 0.5  # calls that fetch from FHIR (no prefetch), and how long
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+def manifest(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = yaml.safe_load((BASE / name).read_text(encoding="utf-8"))
+    return found
 
 
-def children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in found.split()]
+def cpu(value: str) -> float:
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
 
 
-def postgres_backends(admin: Engine) -> list[int]:
-    """The PostgreSQL server processes serving this run's connections (not other users')."""
-    query = text("SELECT pid FROM pg_stat_activity WHERE application_name = :name")
-    with admin.connect() as connection:
-        return [int(pid) for (pid,) in connection.execute(query, {"name": APPLICATION})]
-
-
-def main(seconds: int) -> None:
-    scenario = ROOT / "fixtures" / "scenarios" / "42-baclofen-egfr-59.json"
-    body = json.loads(scenario.read_text())["request"]
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": "k1", "alg": "RS384"}
-    work = Path(tempfile.mkdtemp(prefix="cds-capacity-"))
-    issuers = work / "issuers.json"
-    issuers.write_text(json.dumps({"issuers": [{"iss": ISSUER, "jwks": {"keys": [public]}}]}))
-    count = WARM_UP_TOKENS + seconds * CALLS_PER_SECOND_CEILING
-    now = int(time.time())
-    tokens = [
-        jwt.encode(
-            {
-                "iss": ISSUER,
-                "aud": BASE + PATH,
-                "exp": now + 3600,
-                "iat": now,
-                "jti": uuid.uuid4().hex,
-            },
-            key,
-            algorithm="RS384",
-            headers={"kid": "k1", "typ": "JWT"},
-        )
-        for _ in range(count)
-    ]
-    (work / "tokens.lua").write_text("return {" + ",".join(f'"{t}"' for t in tokens) + "}\n")
-    (work / "body.json").write_text(json.dumps(body))
-    (work / "post.lua").write_text(
-        f"""
-local tokens = dofile("{work / "tokens.lua"}")
-local f = io.open("{work / "body.json"}"); local body = f:read("*a"); f:close()
-local i = 0
-init = function(args) i = tonumber(args[1]) end  -- the warm-up and the run use different tokens
-request = function()
-  i = i + 1
-  return wrk.format("POST", "{PATH}", {{["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer " .. tokens[(i - 1) % #tokens + 1]}}, body)
-end
-"""
-    )
-    schema = f"cds_capacity_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "CDS_ENV": "production",
-        "CDS_AUTH": "jwt",
-        "CDS_PUBLIC_BASE_URL": BASE,
-        "CDS_TRUSTED_ISSUERS": str(issuers),
-        "CDS_PATIENT_HASH_KEY": "capacity",
-        "CDS_DATABASE_URL": (
-            f"{POSTGRES}?options=-csearch_path%3D{schema}&application_name={APPLICATION}"
-        ),
-        "PROMETHEUS_MULTIPROC_DIR": str(work),
+def pod_shape() -> dict[str, float]:
+    """What deploy/k8s/base runs: the numbers the table divides by."""
+    (container,) = manifest("deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    hpa = manifest("horizontalpodautoscaler.yaml")["spec"]
+    (metric,) = hpa["metrics"]
+    config = next(yaml.safe_load_all((BASE / "configmap.yaml").read_text(encoding="utf-8")))["data"]
+    return {
+        "request": cpu(container["resources"]["requests"]["cpu"]),
+        "limit": cpu(container["resources"]["limits"]["cpu"]),
+        "target": metric["resource"]["target"]["averageUtilization"] / 100,
+        "min": hpa["minReplicas"],
+        "threads": int(config["CDS_WORKERS"]) * int(config["CDS_THREADS"]),
     }
-    log = (work / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cds_service.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}{PATH}"
-        wrk = ["wrk", "-t1", "-c8", "--latency", "-s", str(work / "post.lua"), url]
-        subprocess.run([*wrk, "-d3s", "--", "0"], capture_output=True, check=True)  # warm-up
-        ours = [server.pid, *children(server.pid)]
-        backends = postgres_backends(admin)
-        before = cpu_seconds(ours), cpu_seconds(backends), time.monotonic()
-        measured = [*wrk, f"-d{seconds}s", "--", str(WARM_UP_TOKENS)]
-        out = subprocess.run(measured, capture_output=True, text=True).stdout
-        after = cpu_seconds(ours), cpu_seconds(backends), time.monotonic()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    if "Non-2xx" in out or "Socket errors" in out:
-        sys.exit(f"calls failed, so this run measured nothing useful:\n{out}")
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
-    service, database = after[0] - before[0], after[1] - before[1]
-    print(out)
-    print(
-        f"{requests} calls in {after[2] - before[2]:.1f} s: {requests / (after[2] - before[2]):.0f} calls/s, "
-        f"p50 {percentiles.get('50')}, p99 {percentiles.get('99')}; loadavg {os.getloadavg()[0]:.1f}\n"
-        f"service CPU {service:.1f} s = {service / requests * 1000:.2f} ms per call "
-        f"= {requests / service:.0f} calls per CPU-second; PostgreSQL backends {database:.1f} s = "
-        f"{database / requests * 1000:.2f} ms per call"
-    )
+
+
+def table(result: dict[str, Any], source: str) -> str:
+    rows = {(r["scenario"], r["alg"], r["server"]): r for r in result["summary"]}
+    shape = rows[("a", "RS384", "service")]
+    call_s, db_s = shape["cpu_ms"] / 1000, shape["db_cpu_ms"] / 1000
+    pod = pod_shape()
+    per_pod = pod["request"] * pod["target"]  # CPU a pod may use at peak: the HPA's target
+    m = result["machine"]
+    lines = [
+        "# Capacity on paper",
+        "",
+        f"Written by `make capacity` (`deploy/capacity.py`) from `{source}`, which `make bench`",
+        f"wrote on {result['date']} (commit {m['commit']}; {m['cpus']} CPUs of {m['cpu']}, load average",
+        f"{m['load']:.1f}; PostgreSQL {result['postgresql']} on the same machine; service code: {result['code']}).",
+        "",
+        "**Measured** (the production shape: `cds-service serve`, gunicorn 2 workers x 4 threads, a fresh",
+        "client JWT per call whose `jti` is stored in PostgreSQL; wrk at 8 connections; CPU read from",
+        "`/proc` for the service's processes and, separately, its PostgreSQL backends. CPU per call holds",
+        "on a shared machine, where calls per second do not; it still rises with the machine's load",
+        "(caches and cores shared with other work), so a bench on a busy machine gives a conservative table):",
+        "",
+        "| request | service CPU per call | calls per core (per CPU-second) "
+        "| PostgreSQL CPU per call | calls/s seen (2 cores, wrk beside) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, what in ((("a", "RS384"), "(a) patient-view, RS384 (the table's)"),
+                      (("a", "ES384"), "(a) patient-view, ES384"),
+                      (("d", "RS384"), "(d) order-sign, five drafts, RS384")):  # fmt: skip
+        row = rows.get((*key, "service"))
+        if row:
+            lines.append(
+                f"| {what} | {row['cpu_ms']:.2f} ms | {1000 / row['cpu_ms']:,.0f} | "
+                f"{row['db_cpu_ms']:.2f} ms | {row['rps']:,.0f} |"
+            )
+    lines += [
+        "",
+        f"**Assumptions**: a pod requests {pod['request']:g} CPU (limit {pod['limit']:g}) and runs "
+        f"{pod['threads']:.0f} threads; the HPA keeps pods at {pod['target']:.0%} of their request, so",
+        f"plan {per_pod:g} core of calls per pod at peak (bursts within a second, p99 near the service time);",
+        f"{SPARE_PODS} pod more than the load needs (a rolling update or a lost node), never fewer than the",
+        f"HPA's minimum ({pod['min']}); the EHR sends prefetch, {FETCH_SHARE:.0%} of calls fetch from FHIR "
+        f"for {FETCH_SECONDS:g} s (threads held, little CPU); PostgreSQL is a managed instance elsewhere.",
+        "",
+        "| peak calls/s | service CPU at peak | pods (cores requested) | threads busy / available | PostgreSQL |",
+        "|---|---|---|---|---|",
+    ]
+    for peak in PEAKS:
+        load = peak * call_s
+        pods = max(pod["min"], math.ceil(load / per_pod) + SPARE_PODS)
+        busy = peak * (call_s + FETCH_SHARE * FETCH_SECONDS)
+        lines.append(
+            f"| {peak} | {load:.2f} cores | {pods} ({pods * pod['request']:g}) | "
+            f"{busy:.1f} / {pods * pod['threads']:.0f} | {peak * db_s:.3f} cores, ~{peak} commits/s "
+            f"(one `jti` INSERT per call); `jwt_replay` gains {peak * 3600:,} rows an hour |"
+        )
+    lines += [
+        "",
+        f"Pods = max({pod['min']}, ceil(peak x {shape['cpu_ms']:.2f} ms / {per_pod:g} core) + "
+        f"{SPARE_PODS}). The HPA does not keep the spare: at {pod['target']:.0%} it runs",
+        "ceil(peak x CPU per call / its target) pods (at least its minimum), so a site that wants the",
+        "spare at peak sets `minReplicas` to the table's count. Run `cds-service prune` hourly at the",
+        "higher rates (expired `jti` rows). A site whose calls differ (order-sign with many drafts, long",
+        "histories) scales the table by its own CPU per call: the (d) row above is one such request.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "results.json"
+    if not source.exists():
+        sys.exit(f"{source} not found: run `make bench` first")
+    target = ROOT / "deploy" / "capacity.md"
+    result = json.loads(source.read_text(encoding="utf-8"))
+    target.write_text(table(result, str(source.resolve().relative_to(ROOT))), encoding="utf-8")
+    print(f"wrote {target} from {source}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 15)
+    main()

@@ -263,16 +263,51 @@ def ping(url: str) -> tuple[bool, str]:
     return True, name
 
 
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
+@cache
+def _scripts() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+def schema_lag(url: str) -> str | None:
+    """None when the database schema has every migration this release ships (or a later release's:
+    a rollout's older pods keep serving after the migration Job), else why not, in one sentence.
+    Reads only (no DDL): for pods that do not migrate at start. StoreUnavailable if unreachable."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.util import CommandError
+
+    with session(url) as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+    scripts = _scripts()
+    try:
+        pending = list(scripts.iterate_revisions("heads", current))
+    except CommandError:  # a revision this release does not know: a newer release migrated
+        return None
+    if not pending:
+        return None
+    return (
+        f"database schema is {len(pending)} migration{'s' if len(pending) != 1 else ''} behind "
+        f"this release (at {', '.join(current) or 'no schema'}, needs "
+        f"{', '.join(scripts.get_heads())}): run `cds-service migrate` (the migration Job)"
+    )
+
+
 def migrate(url: str) -> int:
     """Bring the database schema to the newest Alembic revision and return how many migrations
     that applied (0: it was up to date); StoreUnavailable if unreachable."""
     from alembic import command
-    from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config = _alembic_config()
     engine = config.attributes["engine"] = engine_for(url)
     try:
         # Replicas starting together all call this: one migrates, the others wait, then find the
@@ -280,7 +315,7 @@ def migrate(url: str) -> int:
         with _migration_lock(engine):
             with engine.connect() as connection:
                 current = MigrationContext.configure(connection).get_current_heads()
-            pending = list(ScriptDirectory.from_config(config).iterate_revisions("heads", current))
+            pending = list(_scripts().iterate_revisions("heads", current))
             command.upgrade(config, "head")
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None

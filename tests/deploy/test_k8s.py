@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -178,7 +179,10 @@ def image_env() -> dict[str, str]:
 def test_writable_directories_are_mounted() -> None:
     """On a read-only root, each place the image writes (its ENV, the pod's env) is an emptyDir."""
     for pod, container in containers(render_base()):
-        env = {**image_env(), **{e["name"]: e["value"] for e in container.get("env", [])}}
+        env = {
+            **image_env(),
+            **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
+        }
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
         for variable in ("XDG_RUNTIME_DIR", "PROMETHEUS_MULTIPROC_DIR"):
@@ -226,9 +230,36 @@ def test_configuration_names_real_settings_and_commits_no_secret() -> None:
     )
     for key in config["data"]:
         assert f'"{key}"' in sources, f"{key} is read nowhere"
-    secret = one(documents, "Secret")
-    assert set(secret["stringData"]) == {"CDS_PATIENT_HASH_KEY", "CDS_DATABASE_URL"}
-    assert all(value == "" for value in secret["stringData"].values())
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in documents if d["kind"] == "Secret"}
+    assert secrets == {
+        "cds-service-secrets": {"CDS_PATIENT_HASH_KEY": "", "CDS_DATABASE_URL": ""},
+        "cds-service-migrator": {"CDS_DATABASE_URL": ""},
+    }
+
+
+def test_only_the_migration_job_holds_the_migrator_role() -> None:
+    """Serving pods log in as a role without DDL rights and do not migrate (deploy/README.md)."""
+    documents = render_base()
+    config = next(d for d in documents if d["metadata"]["name"] == "cds-service-config")
+    assert config["data"]["CDS_MIGRATE_AT_START"] == "false"
+    (server,) = one(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"cds-service-config", "cds-service-secrets"} == {
+        ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in server["envFrom"]
+    }
+    assert "cds-service-migrator" not in json.dumps(server)
+    (job,) = one(documents, "Job")["spec"]["template"]["spec"]["containers"]
+    (url,) = [e for e in job["env"] if e["name"] == "CDS_DATABASE_URL"]
+    assert url["valueFrom"]["secretKeyRef"]["name"] == "cds-service-migrator"
+    assert "cds-service-secrets" not in json.dumps(job)  # `migrate` reads only the database URL
+
+
+def test_the_overlay_pins_every_image_by_digest() -> None:
+    for _, container in containers(render_overlay()):
+        assert re.fullmatch(r"[^@:]+(:\d+)?[^@:]*@sha256:[0-9a-f]{64}", container["image"]), (
+            container
+        )
+        # A digest names one image: a node that holds it need not ask the registry again.
+        assert container["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_trusted_issuers_config_map_is_the_shipped_file() -> None:

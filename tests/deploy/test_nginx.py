@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,8 @@ HOOK_PATH = f"/cds-services/{SERVICE_ID}"
 REQUEST = json.loads(
     (ROOT / "fixtures" / "scenarios" / "17-calcium-6-9-severe.json").read_text(encoding="utf-8")
 )["request"]
+# How long nginx keeps a replica out after a failed attempt (deploy/nginx.conf, max_fails=1).
+FAIL_TIMEOUT = float(re.findall(r"fail_timeout=(\d+)s", NGINX_CONF.read_text(encoding="utf-8"))[0])
 SLOW_CLIENTS = 50  # of each kind: header line by line, body byte by byte
 SLOW_INTERVAL = 5.0  # seconds between two pieces a slow client sends
 CLIENT_HEADER_TIMEOUT = 10.0  # deploy/nginx.conf
@@ -49,6 +52,9 @@ def site_config(
 ) -> str:
     """The shipped configuration with each `# site:` line replaced; everything else untouched."""
     user = getpass.getuser()
+    # Each replica line keeps the shipped parameters (max_fails, fail_timeout).
+    found = re.search(r"(?m)^\s*server \S+ ([^;]*);\s*# site:", shipped)
+    assert found, "nginx.conf has no `server ...;  # site: replica` line"
     by_directive = {
         # As root nginx would switch its workers to another account; as anyone else it cannot.
         "user": f"user {user};" if os.geteuid() == 0 else "",
@@ -57,7 +63,7 @@ def site_config(
         "listen": f"listen 127.0.0.1:{port} ssl;",
         "ssl_certificate": f"ssl_certificate {cert};",
         "ssl_certificate_key": f"ssl_certificate_key {key};",
-        "server": "\n".join(f"server 127.0.0.1:{p} max_fails=0;" for p in upstreams),
+        "server": "\n".join(f"server 127.0.0.1:{p} {found.group(1)};" for p in upstreams),
     }
     replaced: list[str] = []
 
@@ -141,9 +147,9 @@ def service(tmp_path: Path) -> Iterator[int]:
             stop(process)
 
 
-@pytest.fixture
-def nginx(tmp_path: Path, service: int) -> Iterator[tuple[int, Path]]:
-    """deploy/nginx.conf on a free port with TLS, in front of `service`; yields (port, CA file)."""
+@contextmanager
+def running_nginx(tmp_path: Path, upstreams: list[int]) -> Iterator[tuple[int, Path, Path]]:
+    """deploy/nginx.conf on a free port with TLS in front of `upstreams`: (port, CA file, log)."""
     binary = require_tool("nginx", "apt-get install -y nginx-light")
     prefix = tmp_path / "nginx"
     prefix.mkdir()
@@ -151,7 +157,7 @@ def nginx(tmp_path: Path, service: int) -> Iterator[tuple[int, Path]]:
     port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(
-        site_config(NGINX_CONF.read_text(encoding="utf-8"), prefix, port, [service], cert, key)
+        site_config(NGINX_CONF.read_text(encoding="utf-8"), prefix, port, upstreams, cert, key)
     )
     log_path = prefix / "stderr.log"
     with log_path.open("wb") as log:
@@ -161,12 +167,24 @@ def nginx(tmp_path: Path, service: int) -> Iterator[tuple[int, Path]]:
             stderr=log,
         )
         try:
-            wait_until_answering(
-                f"https://127.0.0.1:{port}/cds-services", process, log_path, verify=tls(cert)
-            )
-            yield port, cert
+            # 401 or 404 is an answer: discovery goes to whichever upstream is first.
+            for _ in range(400):
+                assert process.poll() is None, log_path.read_text(errors="replace")
+                try:
+                    httpx.get(f"https://127.0.0.1:{port}/", timeout=1, verify=tls(cert))
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            yield port, cert, prefix / "error.log"
         finally:
             stop(process)
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, service: int) -> Iterator[tuple[int, Path]]:
+    """deploy/nginx.conf in front of `service`; yields (port, CA file)."""
+    with running_nginx(tmp_path, [service]) as (port, cert, _):
+        yield port, cert
 
 
 @dataclass
@@ -311,3 +329,111 @@ def test_without_nginx_the_same_attack_starves_gunicorn(service: int) -> None:
         attack.stop.set()
         for thread in threads:
             thread.join(timeout=SLOW_INTERVAL + 5)
+
+
+class BlackHole:
+    """An upstream that never answers. `dropped`: a listener whose accept queue is full, so the
+    kernel drops every new SYN (as a firewall or a dead host does: no connection is ever made).
+    `hung`: a listener that accepts and reads every request and never answers (a hung replica, or
+    one cut off after the connection was made); it counts the requests it was sent."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.queued: list[socket.socket] = []
+        self.requests = 0
+        self.done = threading.Event()
+        self.threads: list[threading.Thread] = []
+        if kind == "dropped":
+            self.listener.listen(0)
+            while True:  # fill the accept queue until a connection is no longer made
+                try:
+                    self.queued.append(socket.create_connection(("127.0.0.1", self.port), 0.5))
+                except TimeoutError:
+                    break
+                assert len(self.queued) < 10, "the kernel keeps accepting: not a black hole"
+        else:
+            self.listener.listen(64)
+            self.threads.append(threading.Thread(target=self._swallow))
+            self.threads[0].start()
+
+    def _swallow(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self.done.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.queued.append(connection)
+            self.threads.append(threading.Thread(target=self._read, args=(connection,)))
+            self.threads[-1].start()
+
+    def _read(self, connection: socket.socket) -> None:
+        connection.settimeout(0.2)
+        while not self.done.is_set():
+            try:
+                data = connection.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self.requests += data.count(b"POST /cds-services")
+
+    def close(self) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        for sock in [*self.queued, self.listener]:
+            sock.close()
+
+
+CONNECT_TIMEOUT, READ_TIMEOUT = 2.0, 15.0  # proxy_connect_timeout, proxy_read_timeout
+SLOW = CONNECT_TIMEOUT - 0.5  # a call this slow met the hole (others take milliseconds)
+
+
+@pytest.mark.parametrize("kind", ["dropped", "hung"])
+def test_a_black_holed_replica_is_taken_out_and_a_call_it_was_sent_is_not_resent(
+    service: int, tmp_path: Path, kind: str
+) -> None:
+    """Two upstreams, one of them a black hole: after one failed attempt nginx sends it nothing
+    for fail_timeout. A call that never reached it is passed to the good replica (200, one connect
+    timeout late); a call it was sent and never answered is not (504 after proxy_read_timeout):
+    with JWTs the next replica would refuse its token as a replay."""
+    hole = BlackHole(kind)
+    try:
+        with running_nginx(tmp_path, [service, hole.port]) as (port, cert, error_log):
+            url = f"https://127.0.0.1:{port}{HOOK_PATH}"
+            calls: list[tuple[int, float]] = []
+            met_hole_at = None
+            with httpx.Client(verify=tls(cert), timeout=READ_TIMEOUT + 15) as client:
+                # Round robin sends the first or second call to the hole; from then on, for
+                # fail_timeout (less a margin), every call must go to the replica.
+                while met_hole_at is not None or len(calls) < 4:
+                    started = time.monotonic()
+                    status = client.post(url, json=REQUEST).status_code
+                    ended = time.monotonic()
+                    calls.append((status, ended - started))
+                    if ended - started > SLOW and met_hole_at is None:
+                        met_hole_at = ended
+                    if met_hole_at is not None and ended - met_hole_at > FAIL_TIMEOUT - 1.5:
+                        break
+            log = error_log.read_text(errors="replace")
+    finally:
+        hole.close()
+    slow = [(status, seconds) for status, seconds in calls if seconds > SLOW]
+    print(f"\n{kind} black hole: {len(calls)} calls, slow ones {slow}")
+    assert "temporarily disabled" in log, log  # nginx took the black hole out
+    assert len(slow) == 1, calls
+    ((status, seconds),) = slow
+    assert calls.index(slow[0]) <= 1, calls  # the first or second call met the hole
+    rest = [s for s in calls if s != slow[0]]
+    assert all(status == 200 for status, _ in rest), calls
+    if kind == "dropped":  # nothing was sent: passed to the replica after the connect timeout
+        assert status == 200 and CONNECT_TIMEOUT - 0.5 < seconds < CONNECT_TIMEOUT + 3, slow
+    else:  # sent and never answered: 504 at the read timeout, not resent
+        assert status == 504 and READ_TIMEOUT - 0.5 < seconds < READ_TIMEOUT + 5, slow
+        assert hole.requests == 1

@@ -37,7 +37,14 @@ from cds_service.store.cards import OVERRIDES_REFRESH_SECONDS, patient_hash
 from cds_service.store.schema import issued_cards
 from tests.conftest import FIXTURES, ROOT, SERVICE_ID, postgres_schema, release
 from tests.deploy.conftest import require_tool
-from tests.deploy.test_nginx import NGINX_CONF, site_config, stop, tls, wait_until_answering
+from tests.deploy.test_nginx import (
+    FAIL_TIMEOUT,
+    NGINX_CONF,
+    site_config,
+    stop,
+    tls,
+    wait_until_answering,
+)
 from tests.test_serve import free_port, self_signed
 
 pytestmark = pytest.mark.deploy
@@ -364,7 +371,9 @@ def test_a_rolling_restart_under_load_answers_every_call_and_keeps_every_record(
                 f"\n{replica.name}: stopped in {stopped - began:.1f} s, "
                 f"answering again {time.monotonic() - stopped:.1f} s later"
             )
-            time.sleep(2)  # it takes calls again before the next one goes
+            # It takes calls again before the next one goes: nginx takes a replica back when
+            # its fail_timeout after the last failed attempt is up (deploy/README.md).
+            time.sleep(FAIL_TIMEOUT + 2)
     finally:
         load.stop.set()
         for thread in threads:
