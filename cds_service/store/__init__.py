@@ -146,7 +146,6 @@ class _Watchdog:
         self._wake = threading.Condition()
         self._armed: dict[int, tuple[float, list[int]]] = {}  # thread id -> (deadline, sockets)
         self._thread: threading.Thread | None = None
-        self._sleeps_until: float | None = None  # when the thread wakes next (None: when told)
 
     def arm(self, seconds: float) -> None:
         with self._wake:
@@ -164,10 +163,7 @@ class _Watchdog:
             entry[1].append(fd)
             if time.monotonic() >= entry[0]:  # connected after the deadline: no time left
                 _cut(fd)
-            # Woken only when it would sleep past this deadline: units of work end long before
-            # theirs, so the thread wakes about once per deadline, not twice per unit of work.
-            if self._sleeps_until is None or entry[0] < self._sleeps_until:
-                self._wake.notify()
+            self._wake.notify()  # (not on arm(): a unit of work is watched once it has a socket)
 
     def expired(self) -> bool:
         """Whether this thread's unit of work is past its deadline."""
@@ -189,7 +185,6 @@ class _Watchdog:
                             _cut(fd)
                         self._armed[thread] = (deadline, [])
                 soonest = min((d for d, fds in self._armed.values() if fds), default=None)
-                self._sleeps_until = soonest
                 self._wake.wait(None if soonest is None else max(0.01, soonest - now))
 
 
