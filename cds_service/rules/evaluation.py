@@ -50,17 +50,18 @@ class Finding:
 @dataclass(frozen=True)
 class Medicine:
     """A medicine the patient takes or is being ordered: its MedicationRequest (or
-    MedicationStatement) and its `Type/id`, display name, codings, code keys and names (its own, or
-    its Medication's)."""
+    MedicationStatement), display name, codings, code keys and names (its own, or its Medication's)."""
 
     request: Resource
-    ref: str
     name: str
     codings: tuple[Code, ...]
     keys: frozenset[Key]
     texts: tuple[str, ...]
-    # Value set id -> whether the medicine is in it, as the call's rules ask (see Evaluation.is_in).
-    sets: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ref(self) -> str:
+        """`Type/id` of its MedicationRequest."""
+        return reference(self.request)
 
 
 def condition_counts(condition: Resource) -> bool:
@@ -100,8 +101,8 @@ class Evaluation:
         self.now = now
         born = record.birth_date
         self.age = None if born is None else age_on(born, now.date())
-        # Per list of the record the rules look up (e.g. "observations"), built on first use.
-        self._listings: dict[str, _Listing] = {}
+        # The code keys of each coded resource the rules look up, per list of the record.
+        self._coded: dict[str, list[tuple[Resource, frozenset[Key]]]] = {}
         # A request not to give a medicine (doNotPerform) is no exposure to it.
         self.current_medicines = [
             self.medicine(r)
@@ -123,18 +124,15 @@ class Evaluation:
         """Whether a CodeableConcept (or a list of them) has a code in the value set."""
         return self.knowledge.valueset(vs_id).has(self.knowledge.code_keys(concept))
 
-    def _listing(self, list_name: str) -> _Listing:
-        if list_name not in self._listings:
-            resources = getattr(self.record, list_name)
-            self._listings[list_name] = _Listing(resources, self.knowledge)
-        return self._listings[list_name]
-
     def coded_in(self, list_name: str, vs_id: str) -> list[Resource]:
         """The resources of one of the record's lists (e.g. "conditions") whose `code` is in the
         value set, in list order."""
-        listing = self._listing(list_name)
-        found = listing.positions(self.knowledge.valueset(vs_id).codes)
-        return [listing.resources[p] for p in sorted(found)]
+        if list_name not in self._coded:
+            keys = self.knowledge.code_keys
+            resources = getattr(self.record, list_name)
+            self._coded[list_name] = [(r, keys(r.get("code"))) for r in resources]
+        vs = self.knowledge.valueset(vs_id)
+        return [r for r, keys in self._coded[list_name] if vs.has(keys)]
 
     def conditions(self, vs_id: str, active_only: bool) -> list[Resource]:
         """The patient's Conditions in the value set that count (and are active, if asked)."""
@@ -143,17 +141,11 @@ class Evaluation:
 
     def results(self, vs_id: str, statuses: Set[str] = USABLE_RESULT) -> list[Resource]:
         """Observations in the value set with one of `statuses`, newest first (undated last)."""
-        return self._newest_first("observations", vs_id, statuses)
+        return _newest_first(self.coded_in("observations", vs_id), statuses)
 
     def reports(self, vs_id: str, statuses: Set[str] = USABLE_RESULT) -> list[Resource]:
         """DiagnosticReports in the value set with one of `statuses`, newest first (undated last)."""
-        return self._newest_first("diagnostic_reports", vs_id, statuses)
-
-    def _newest_first(self, list_name: str, vs_id: str, statuses: Set[str]) -> list[Resource]:
-        listing = self._listing(list_name)
-        found = listing.positions(self.knowledge.valueset(vs_id).codes)
-        resources = (listing.resources[p] for p in listing.newest_first() if p in found)
-        return [r for r in resources if status(r) in statuses]
+        return _newest_first(self.coded_in("diagnostic_reports", vs_id), statuses)
 
     def procedures_done(self, vs_id: str) -> list[Resource]:
         """Completed Procedures in the value set."""
@@ -178,16 +170,11 @@ class Evaluation:
             concepts.append({"text": ref["display"]})
         name = next((n for n in map(label, concepts) if n), "unnamed medicine")
         keys = self.knowledge.code_keys(concepts)
-        found = tuple(codings(concepts))
-        return Medicine(request, reference(request), name, found, keys, tuple(texts(concepts)))
+        return Medicine(request, name, tuple(codings(concepts)), keys, tuple(texts(concepts)))
 
     def is_in(self, medicine: Medicine, vs_id: str) -> bool:
-        """Whether a medicine is in the value set: by product or ingredient code, else by name
-        (worked out once per medicine and value set)."""
-        if vs_id not in medicine.sets:
-            vs = self.knowledge.valueset(vs_id)
-            medicine.sets[vs_id] = vs.has(medicine.keys, medicine.texts)
-        return medicine.sets[vs_id]
+        """Whether a medicine is in the value set: by product or ingredient code, else by name."""
+        return self.knowledge.valueset(vs_id).has(medicine.keys, medicine.texts)
 
     def medicines(self, vs_id: str, among: list[Medicine] | None = None) -> list[Medicine]:
         """The medicines in the value set, of the current ones unless `among` is given."""
@@ -195,25 +182,6 @@ class Evaluation:
         return [m for m in pool if self.is_in(m, vs_id)]
 
 
-class _Listing:
-    """One list of the record with what the rules' look-ups need, worked out once per call: which
-    resources each code key codes, and (on first use) their order newest first."""
-
-    def __init__(self, resources: list[Resource], knowledge: Knowledge) -> None:
-        self.resources = resources
-        self.coded: dict[Key, list[int]] = {}
-        for position, resource in enumerate(resources):
-            for key in knowledge.code_keys(resource.get("code")):
-                self.coded.setdefault(key, []).append(position)
-        self._newest: list[int] | None = None
-
-    def positions(self, codes: Set[Key]) -> set[int]:
-        """The positions of the resources with a code in `codes`."""
-        return {p for key, found in self.coded.items() if key in codes for p in found}
-
-    def newest_first(self) -> list[int]:
-        """Every position, newest first (undated last; equal times keep list order)."""
-        if self._newest is None:
-            when = [clinical_time(r) or _UNDATED for r in self.resources]
-            self._newest = sorted(range(len(when)), key=when.__getitem__, reverse=True)
-        return self._newest
+def _newest_first(resources: list[Resource], statuses: Set[str]) -> list[Resource]:
+    found = [r for r in resources if status(r) in statuses]
+    return sorted(found, key=lambda r: clinical_time(r) or _UNDATED, reverse=True)
