@@ -65,7 +65,7 @@ def render_card(
         "detail": "\n\n".join(parts),
         "source": kind.source,
     }
-    suggestions = _suggestions(kind, finding, clock, call)
+    suggestions = _suggestions(kind, facts, clock, call)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = kind.selection_behavior
@@ -141,9 +141,8 @@ def shorten(text: str, limit: int) -> str:
 
 
 def _suggestions(
-    kind: CardKind, finding: Finding, clock: Clock, call: dict[str, str]
+    kind: CardKind, facts: dict[str, Any], clock: Clock, call: dict[str, str]
 ) -> list[dict[str, Any]]:
-    facts = {k: untagged(v) if isinstance(v, str) else v for k, v in finding.facts.items()}
     values = {**call, **facts}
     suggestions = []
     for spec in kind.suggestions:

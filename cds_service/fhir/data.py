@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 Resource = dict[str, Any]
 
@@ -38,8 +38,7 @@ def valid_id(value: Any) -> bool:
     return isinstance(value, str) and FHIR_ID.match(value) is not None
 
 
-@dataclass(frozen=True)
-class Code:
+class Code(NamedTuple):
     """A coding reduced to what matching needs."""
 
     system: str

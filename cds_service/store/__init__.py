@@ -154,7 +154,6 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
                 self._thread.start()
-            self._wake.notify()
 
     def attach(self, fd: int) -> None:
         with self._wake:
@@ -164,7 +163,7 @@ class _Watchdog:
             entry[1].append(fd)
             if time.monotonic() >= entry[0]:  # connected after the deadline: no time left
                 _cut(fd)
-            self._wake.notify()
+            self._wake.notify()  # (not on arm(): a unit of work is watched once it has a socket)
 
     def expired(self) -> bool:
         """Whether this thread's unit of work is past its deadline."""
