@@ -22,7 +22,9 @@ from cds_service.fhir.data import codings, items, texts
 # read with confidence is "unclear".
 EegReadingKind = Literal["epileptiform", "normal", "no-epileptiform", "unclear"]
 # attributed: the sentence calls the finding a benign variant, artifact or not epileptiform.
-Certainty = Literal["affirmed", "negated", "uncertain", "not-current", "out-of-window", "attributed"]
+Certainty = Literal[
+    "affirmed", "negated", "uncertain", "not-current", "out-of-window", "attributed"
+]
 # Kinds of EEG finding the report-level safety rules qualify (see _in_context).
 _QUALIFIED = frozenset({"epileptiform", "concerning"})
 # Cue categories that qualify every EEG finding of their sentence, and are words to NegEx scopes.
@@ -83,6 +85,8 @@ class EegLexicon:
     # Forward negations that, naming no finding after them, hedge the finding before them
     # ("sharp waves were not clearly seen").
     dangling_negations: frozenset[str] = frozenset()
+    # Words that leave a negation of a whole class of findings unqualified (see Mention.sweeping).
+    sweeping_words: frozenset[str] = frozenset()
     coded: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -97,6 +101,9 @@ class Mention:
     # new sentence starts the next clause).
     sentence_index: int = 0
     clause: int = 0
+    # Every other word of the sentence is a cue, a finding or one of the lexicon's sweeping words:
+    # nothing limits what the sentence says of the finding ("No epileptiform discharges.").
+    sweeping: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,7 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         skipped_sections=frozenset(doc["skipped_sections"]["headings"]),
         prefix_negation=re.compile(rf"\b{prefix} ?$"),
         dangling_negations=frozenset(doc["scope"]["dangling_negations"]),
+        sweeping_words=frozenset(doc["scope"].get("sweeping_words", ())),
         coded=coded,
     )
 
@@ -237,11 +245,17 @@ def read_eeg_text(text: str, lexicon: EegLexicon) -> EegReading:
     positive = matching(("epileptiform", "affirmed"))
     stated_normal = matching(("normal", "affirmed"), ("abnormal", "negated"))
     if positive:
-        # "Normal EEG except for sharp waves" qualifies itself; "Normal EEG. Sharp waves." does not.
+        # "Normal EEG except for sharp waves" qualifies itself; "Normal EEG. Sharp waves." does not,
+        # nor does "No epileptiform discharges." with sharp waves in another sentence.
+        sweeping_negations = [
+            m for m in found if m.term.generic and m.certainty == "negated" and m.sweeping
+        ]
         contradicting = [
             n
-            for n in stated_normal
-            if not any(p.sentence_index == n.sentence_index and p.clause > n.clause for p in positive)
+            for n in stated_normal + sweeping_negations
+            if not any(
+                p.sentence_index == n.sentence_index and p.clause > n.clause for p in positive
+            )
         ]
         if contradicting:
             return EegReading("unclear", "text", _sentences(contradicting + positive))
@@ -321,8 +335,12 @@ class _Unit:
     item: Cue | Term | None = None
 
 
-def _sentence_mentions(sentence: str, shown: str, number: int, lexicon: EegLexicon) -> list[Mention]:
+def _sentence_mentions(
+    sentence: str, shown: str, number: int, lexicon: EegLexicon
+) -> list[Mention]:
     units = _units(sentence, lexicon)
+    words = [_WORD.match(sentence, u.start) for u in units if u.item is None]
+    sweeping = all(w and w[0] in lexicon.sweeping_words for w in words)
     found = []
     clause = 0
     for index, unit in enumerate(units):
@@ -334,7 +352,7 @@ def _sentence_mentions(sentence: str, shown: str, number: int, lexicon: EegLexic
                 certainty: Certainty = "negated"
             else:
                 certainty = _certainty(units, index, lexicon)
-            found.append(Mention(unit.item, certainty, shown, number, clause))
+            found.append(Mention(unit.item, certainty, shown, number, clause, sweeping))
     categories = {u.item.category for u in units if isinstance(u.item, Cue)}
     return _in_context(found, categories)
 
@@ -397,10 +415,8 @@ def _certainty(units: list[_Unit], index: int, lexicon: EegLexicon) -> Certainty
     """
     effects = _governing(units, index, -1, lexicon.pre_window, lexicon)
     effects |= _governing(units, index, 1, lexicon.post_window, lexicon)
-    for effect in ("uncertain", "negated", "not-current", "out-of-window"):
-        if effect in effects:
-            return effect  # type: ignore[return-value]
-    return "affirmed"
+    order: tuple[Certainty, ...] = ("uncertain", "negated", "not-current", "out-of-window")
+    return next((effect for effect in order if effect in effects), "affirmed")
 
 
 def _governing(

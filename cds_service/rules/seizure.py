@@ -75,7 +75,8 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
                 "eeg-report-review",
                 {"date": day(clinical_time(latest))},
                 tuple(
-                    f"- EEG {day(clinical_time(e))}, {status(e)} ({reference(e)})" for e in not_final
+                    f"- EEG {day(clinical_time(e))}, {status(e)} ({reference(e)})"
+                    for e in not_final
                 ),
                 variant="not-final",
             )
