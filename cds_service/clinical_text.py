@@ -85,6 +85,8 @@ class EegLexicon:
     # Forward negations that, naming no finding after them, hedge the finding before them
     # ("sharp waves were not clearly seen").
     dangling_negations: frozenset[str] = frozenset()
+    # Hedges that also reach back to an EEG finding before them (ConText: both directions).
+    backward_hedges: frozenset[str] = frozenset()
     # Words that leave a negation of a whole class of findings unqualified (see Mention.sweeping).
     sweeping_words: frozenset[str] = frozenset()
     coded: Mapping[tuple[str, str], str] = field(default_factory=dict)
@@ -184,6 +186,7 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         skipped_sections=frozenset(doc["skipped_sections"]["headings"]),
         prefix_negation=re.compile(rf"\b{prefix} ?$"),
         dangling_negations=frozenset(doc["scope"]["dangling_negations"]),
+        backward_hedges=frozenset(doc["scope"].get("backward_hedges", ())),
         sweeping_words=frozenset(doc["scope"].get("sweeping_words", ())),
         coded=coded,
     )
@@ -247,12 +250,18 @@ def read_eeg_text(text: str, lexicon: EegLexicon) -> EegReading:
     if positive:
         # "Normal EEG except for sharp waves" qualifies itself; "Normal EEG. Sharp waves." does not,
         # nor does "No epileptiform discharges." with sharp waves in another sentence.
+        # A negated abnormality or class of findings speaks of the whole study only when nothing
+        # limits it ("No abnormalities were seen.", not "without photic response abnormality").
         sweeping_negations = [
-            m for m in found if m.term.generic and m.certainty == "negated" and m.sweeping
+            m
+            for m in found
+            if m.certainty == "negated"
+            and m.sweeping
+            and (m.term.generic or m.term.kind == "abnormal")
         ]
         contradicting = [
             n
-            for n in stated_normal + sweeping_negations
+            for n in matching(("normal", "affirmed")) + sweeping_negations
             if not any(
                 p.sentence_index == n.sentence_index and p.clause > n.clause for p in positive
             )
@@ -426,8 +435,8 @@ def _governing(
 
     A scope ends at a termination cue or at any other cue (NegEx), except a historical one: the
     search goes on past it, so a finding can be both earlier and negated now (ConText). A cue
-    facing away from the finding ends the search too; for an EEG finding, a hedge after it within
-    the window still qualifies it (ConText's probable-existence cues reach both ways). Findings in
+    facing away from the finding ends the search too; for an EEG finding, one of the lexicon's
+    backward hedges after it within the window still qualifies it (ConText reads them both ways). Findings in
     between do not end it (lists: "no spikes, sharp waves or seizures"). A cue beyond `window`
     words reads as "out-of-window". A dangling negation after the finding (one whose forward
     scope holds no finding) hedges it.
@@ -447,7 +456,7 @@ def _governing(
             if item.direction not in {toward, "both"}:
                 if step > 0 and _dangles(units, position, lexicon):
                     effects.add("out-of-window" if words_between > (window or 0) else "uncertain")
-                elif step > 0 and eeg and item.category == "uncertain" and not beyond:
+                elif step > 0 and eeg and item.label in lexicon.backward_hedges and not beyond:
                     effects.add("uncertain")
                 return effects
             if item.category == "pseudo":
