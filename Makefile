@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 FHIR_PORT ?= 8090
 
-.PHONY: run test lint typecheck fhir-server check-knowledge clean bench
+.PHONY: run test lint typecheck fhir-server check-knowledge clean bench gallery
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ fhir-server: fhir_server/node_modules/.package-lock.json
 bench: $(VENV)/.installed
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## make gallery: every card kind as an EHR shows it, for the committee's sign-off: build/gallery/index.html
+gallery: $(VENV)/.installed
+	@$(BIN)/python -c "import markdown_it" 2>/dev/null || $(BIN)/pip install --quiet -e '.[gallery]'
+	$(BIN)/cds-service gallery build/gallery
 
 check-knowledge: $(VENV)/.installed
 	$(BIN)/cds-service check-knowledge

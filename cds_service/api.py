@@ -84,7 +84,8 @@ def read_json() -> Any:
 @bp.get("/cds-services")
 def discovery() -> Response:
     """CDS Hooks discovery: every service with its hook, description and prefetch templates."""
-    services = [s.discovery() for s in runtime().knowledge.services]
+    knowledge = runtime().knowledge
+    services = [{**s.discovery(), "extension": knowledge.extension()} for s in knowledge.services]
     return jsonify({"services": services})
 
 
@@ -149,6 +150,9 @@ def readyz() -> Response:
             "services": len(rt.knowledge.services),
             "valueSets": len(rt.knowledge.valuesets),
             "cardKinds": len(rt.knowledge.cards),
+            "version": rt.knowledge.version,
+            "contentHash": rt.knowledge.content_hash,
+            "silentKinds": rt.knowledge.silent_kinds(),
         },
         "store": store_detail,
         "auth": rt.settings.auth,

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from cds_service import api
 from cds_service.clock import Clock
-from cds_service.config import Settings, load_settings
+from cds_service.config import ConfigError, Settings, load_settings
 from cds_service.errors import CdsError, Issue, operation_outcome
 from cds_service.fhir.data import Quantity
 from cds_service.knowledge import Knowledge, load_knowledge
@@ -37,6 +37,17 @@ def create_app(
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     knowledge = knowledge or load_knowledge(settings.knowledge_dir)
+    try:
+        knowledge = knowledge.with_modes(dict(settings.card_modes))
+    except ValueError as exc:
+        raise ConfigError(f"CDS_CARD_MODES: {exc}") from None
+    # What a hospital's integration engineer checks at start-up: which content, which kinds silent.
+    log.info(
+        "knowledge version %s (sha256 %s); silent card kinds: %s",
+        knowledge.version,
+        knowledge.content_hash,
+        ", ".join(knowledge.silent_kinds()) or "none",
+    )
     try:
         applied = migrate(settings.database_url)
         log.info("database schema current: %d migrations applied at this start", applied)

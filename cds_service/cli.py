@@ -1,4 +1,4 @@
-"""The `cds-service` command: run, serve, migrate, report, prune, check-knowledge, evaluate."""
+"""The `cds-service` command: run, serve, migrate, report, prune, check-knowledge, evaluate, gallery."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from cds_service.clock import Clock
-from cds_service.config import ConfigError, Settings, load_settings
+from cds_service.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 from cds_service.knowledge import KnowledgeError, load_knowledge
 
 log = logging.getLogger(__name__)
@@ -196,34 +196,56 @@ def migrate() -> None:
     default=None,
     help="Only cards shown from this date (UTC).",
 )
-def report_command(since: datetime | None) -> None:
-    """Per card kind: shown, accepted, overridden, acceptance rate and the top override reasons."""
+@click.option("--by-version", is_flag=True, help="One row per card kind and content version.")
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write OUT_DIR/report.html: weekly plots per card kind (self-contained, no network).",
+)
+def report_command(since: datetime | None, by_version: bool, html_dir: Path | None) -> None:
+    """Per card kind: shown, silent (would have shown), accepted, overridden, acceptance rate and
+    the top override reasons."""
     from cds_service.store import StoreUnavailable
     from cds_service.store.report import report
 
     settings = _settings_or_exit("database_url")
     start = since.replace(tzinfo=UTC) if since else None
     try:
-        rows = report(settings.database_url, start)
+        rows = report(settings.database_url, start, by_version=by_version)
+        if html_dir is not None:
+            from cds_service.report_html import write_report
+
+            written = write_report(settings.database_url, start, html_dir)
     except StoreUnavailable as exc:
         click.echo(f"database unreachable: {exc}", err=True)
         sys.exit(1)
     click.echo(f"Card outcomes since {start.date().isoformat() if start else 'the first record'}")
     click.echo(
         "one outcome per card: accepted if a suggestion was taken (even if dismissed later), else\n"
-        "overridden; rate = accepted / (accepted + overridden); cards without feedback were not acted on\n"
+        "overridden; rate = accepted / (accepted + overridden); cards without feedback were not acted on;\n"
+        "silent = would have been shown: recorded while the kind was silent, never sent to the EHR\n"
     )
-    header = f"{'card kind':32} {'shown':>6} {'accepted':>9} {'overridden':>11} {'rate':>6}  top override reasons"
+    version = f" {'version':>13}" if by_version else ""
+    header = (
+        f"{'card kind':32}{version} {'shown':>6} {'silent':>6} {'accepted':>9} {'overridden':>11} "
+        f"{'rate':>6}  top override reasons"
+    )
     click.echo(header)
     click.echo("-" * len(header))
     for row in rows:
         rate = f"{row.acceptance_rate:.0%}" if row.acceptance_rate is not None else "-"
         reasons = "; ".join(f"{reason} ({n})" for reason, n in row.reasons.most_common(3)) or "-"
+        version = f" {row.version:>13}" if by_version else ""
         click.echo(
-            f"{row.kind:32} {row.shown:>6} {row.accepted:>9} {row.overridden:>11} {rate:>6}  {reasons}"
+            f"{row.kind:32}{version} {row.shown:>6} {row.silent:>6} {row.accepted:>9} "
+            f"{row.overridden:>11} {rate:>6}  {reasons}"
         )
     if not rows:
         click.echo("(no cards recorded)")
+    if html_dir is not None:
+        click.echo(f"\nwritten: {written}")
 
 
 @main.command()
@@ -296,6 +318,39 @@ def validate_orders(knowledge: Any) -> list[str]:
     return problems
 
 
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--scenarios",
+    "scenario_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=lambda: PROJECT_ROOT / "fixtures" / "scenarios",
+    show_default="fixtures/scenarios of the checkout",
+    help="Scenario fixtures to render the cards from.",
+)
+def gallery(out_dir: Path, scenario_dir: Path) -> None:
+    """Write OUT_DIR/index.html: every card kind as an EHR shows it, for the committee's sign-off.
+
+    Each card comes from a scenario fixture (the rules run on its record at its `now`, the cards
+    rendered as a hook response renders them), with the facts that raised it and its citations.
+    Reads only CDS_KNOWLEDGE_DIR and the scenarios; one static file, nothing fetched when opened.
+    """
+    try:
+        from cds_service.gallery import GalleryError, write_gallery
+    except ModuleNotFoundError as exc:  # the gallery extra: not in the served image
+        click.echo(f"{exc.name} is not installed: pip install -e '.[gallery]'", err=True)
+        sys.exit(1)
+
+    settings = _settings_or_exit("knowledge_dir")
+    try:
+        knowledge = load_knowledge(settings.knowledge_dir)
+        page = write_gallery(knowledge, scenario_dir, out_dir)
+    except (KnowledgeError, GalleryError) as exc:
+        click.echo(f"cannot write the gallery: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"card gallery: {page} ({len(knowledge.cards)} card kinds)")
+
+
 # What a hook call reads. Not the HTTP shell's settings (JWT, CORS, body size): evaluate serves no
 # request, so it authenticates no one.
 EVALUATE_SETTINGS = (
@@ -310,6 +365,7 @@ EVALUATE_SETTINGS = (
     "log_level",
     "validate_responses",
     "store_retry_seconds",
+    "card_modes",
 )
 
 
@@ -319,7 +375,7 @@ EVALUATE_SETTINGS = (
     "--json",
     "as_json",
     is_flag=True,
-    help="Print the CDS Hooks response the service would send now (snoozed cards left out).",
+    help="Print the CDS Hooks response the service would send now (snoozed and silent cards left out).",
 )
 @click.option("--service", default=None, help="Service id (default: the one for the file's hook).")
 @click.option("--patient", default=None, help="Patient id, when a Bundle holds several patients.")
@@ -373,12 +429,15 @@ def evaluate(
     finally:
         rt.close()
     snoozed = set(result.snoozed_kinds)
+    silent = set(result.silent_kinds)
     unchecked = not rt.store_available()
     if as_json:
-        shown = [c for c in result.body["cards"] if _kind(c) not in snoozed]
+        shown = [c for c in result.body["cards"] if _kind(c) not in snoozed | silent]
         click.echo(json.dumps({**result.body, "cards": shown}, indent=2))
         if snoozed:
             click.echo(f"left out (snoozed): {', '.join(sorted(snoozed))}", err=True)
+        if silent:
+            click.echo(f"left out (silent): {', '.join(sorted(silent))}", err=True)
         if unchecked:
             click.echo(SNOOZES_UNCHECKED, err=True)
         return
@@ -399,6 +458,8 @@ def evaluate(
                 "  SNOOZED: a clinician overrode this card for this patient within its snooze "
                 "period; the service would not show it now"
             )
+        if _kind(card) in silent:
+            click.echo("  SILENT: recorded as issued, not shown (cards.yaml or CDS_CARD_MODES)")
         for suggestion in card.get("suggestions", []):
             star = " (recommended)" if suggestion.get("isRecommended") else ""
             click.echo(f"  suggestion: {suggestion['label']}{star}")

@@ -48,6 +48,9 @@ class Settings:
     log_level: str = "INFO"
     validate_responses: bool = False
     store_retry_seconds: float = 5.0
+    # Card kind -> active | silent, overriding cards.yaml for this deployment (CDS_CARD_MODES);
+    # the kinds are checked against the knowledge base when the app is built.
+    card_modes: tuple[tuple[str, str], ...] = ()
 
     @property
     def development(self) -> bool:
@@ -87,6 +90,24 @@ def _number(name: str, value: str, kind: type[int] | type[float], minimum: float
 
 def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _card_modes(value: str) -> tuple[tuple[str, str], ...]:
+    """`kind=mode,...` as (kind, mode) pairs; a mode other than active/silent, a malformed pair or
+    a kind named twice is a ConfigError."""
+    pairs = []
+    for item in _list(value):
+        kind, equals, mode = (part.strip() for part in item.partition("="))
+        if not equals or not kind:
+            raise ConfigError(f"CDS_CARD_MODES: {item!r} is not card-kind=mode")
+        if mode not in {"active", "silent"}:
+            raise ConfigError(f"CDS_CARD_MODES: {kind} must be active or silent, not {mode!r}")
+        pairs.append((kind, mode))
+    kinds = [kind for kind, _ in pairs]
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    if twice:
+        raise ConfigError(f"CDS_CARD_MODES names {', '.join(twice)} more than once")
+    return tuple(pairs)
 
 
 # The variable that sets each field, for commands that read only some (`only=` below).
@@ -158,6 +179,8 @@ def load_settings(
         )
     if "CDS_LOG_LEVEL" in env_vars:
         values["log_level"] = env_vars["CDS_LOG_LEVEL"].upper()
+    if "CDS_CARD_MODES" in env_vars:
+        values["card_modes"] = _card_modes(env_vars["CDS_CARD_MODES"])
     if "CDS_VALIDATE_RESPONSES" in env_vars:
         values["validate_responses"] = _bool(
             "CDS_VALIDATE_RESPONSES", env_vars["CDS_VALIDATE_RESPONSES"]

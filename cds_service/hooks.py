@@ -13,7 +13,7 @@ from cds_service.fhir.client import FhirClient, FhirFetchError
 from cds_service.fhir.data import iter_bundle
 from cds_service.fhir.record import record_from_prefetch
 from cds_service.knowledge.loader import Service
-from cds_service.metrics import CARDS, SNOOZED, inc
+from cds_service.metrics import CARDS, SILENT, SNOOZED, inc
 from cds_service.prefetch import gather
 from cds_service.protocol.schemas import context_schema_for, validate
 from cds_service.render import render_cards
@@ -36,6 +36,8 @@ class HookResult:
     # Kinds a clinician's recent override snoozes for this patient: left out of the cards, or,
     # with review=True (`cds-service evaluate`), shown and named here.
     snoozed_kinds: tuple[str, ...] = ()
+    # Kinds found but silent (recorded, not returned); with review=True kept in the cards.
+    silent_kinds: tuple[str, ...] = ()
 
 
 def call_service(
@@ -92,14 +94,25 @@ def call_service(
         for finding in held:
             inc(SNOOZED, spec.id, finding.kind)
     cards = render_cards(findings, runtime.knowledge, runtime.clock, context["patientId"])
+    # Silent kinds are worked out like any other (a snoozed one is not even a would-have-shown),
+    # recorded as such, and never returned.
+    silent = {f.kind for _, f in cards if runtime.knowledge.cards[f.kind].mode == "silent"}
     if not review:
-        _record(runtime, spec.id, patient, findings, cards, now)
-    response: dict[str, Any] = {"cards": [card for card, _ in cards]}
+        _record(runtime, spec.id, patient, cards, silent, now)
+    response: dict[str, Any] = {
+        "cards": [card for card, f in cards if review or f.kind not in silent]
+    }
     if settings.validate_responses:
         problems = validate(response, "response")
         if problems:  # a bug of ours, not the caller's: fail loudly in development
             raise AssertionError(f"invalid response: {problems}")
-    return HookResult(response, hook, tuple(f.kind for f in findings), tuple(f.kind for f in held))
+    return HookResult(
+        response,
+        hook,
+        tuple(f.kind for f in findings),
+        tuple(f.kind for f in held),
+        tuple(sorted(silent)),
+    )
 
 
 def _check_selections(context: dict[str, Any]) -> None:
@@ -140,19 +153,22 @@ def _record(
     runtime: Runtime,
     service_id: str,
     patient: str,
-    findings: list[Finding],
     cards: list[tuple[dict[str, Any], Finding]],
+    silent: set[str],
     now: datetime,
 ) -> None:
-    """Queue the issued cards for recording (feedback attribution, snoozing); while the database is
-    down the recorder holds them, so an override of one of them can still be attributed."""
-    for card, _ in cards:
-        inc(CARDS, service_id, card["source"]["topic"]["code"], card["indicator"])
+    """Queue the issued cards, silent ones included, for recording (feedback attribution, snoozing,
+    reports); while the database is down the recorder holds them, so an override of one of them
+    can still be attributed. `silent`: the kinds recorded but not returned."""
+    knowledge = runtime.knowledge
+    for card, finding in cards:
+        counter = SILENT if finding.kind in silent else CARDS
+        inc(counter, service_id, finding.kind, card["indicator"])
     if not cards:
         return
     issued = [
         # Positional, in IssuedCard's field order: card uuid, service, kind, indicator,
-        # patient hash, evidence hash, time.
+        # patient hash, evidence hash, time, content version and hash, silent.
         IssuedCard(
             card["uuid"],
             service_id,
@@ -161,6 +177,9 @@ def _record(
             patient,
             evidence_hash(finding),
             now,
+            knowledge.version,
+            knowledge.content_hash,
+            finding.kind in silent,
         )
         for card, finding in cards
     ]

@@ -27,6 +27,11 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 CARDS = Counter("cds_cards_total", "Cards returned", ["service", "kind", "indicator"])
+SILENT = Counter(
+    "cds_cards_silent_total",
+    "Cards of silent kinds: recorded as issued, not returned",
+    ["service", "kind", "indicator"],
+)
 SNOOZED = Counter(
     "cds_cards_snoozed_total",
     "Cards held back because a clinician overrode them",

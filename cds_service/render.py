@@ -36,6 +36,8 @@ def render_cards(
     # What order templates may name besides a finding's facts: the same for every card.
     call = {"patient_id": patient_id, "today": clock.now().date().isoformat()}
     cards = [(render_card(f, knowledge.cards[f.kind], clock, call), f) for f in findings]
+    for card, _ in cards:  # which content produced it, for the EHR's logs (README, "Versions")
+        card["extension"] = knowledge.extension()
     return sorted(cards, key=lambda pair: INDICATOR_ORDER[pair[0]["indicator"]])
 
 

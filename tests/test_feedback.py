@@ -271,7 +271,7 @@ def test_report_and_cli(
     result = CliRunner().invoke(main, ["report", "--since", "2026-11-01"])
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("calcium-low"))
-    assert line.split()[1:5] == ["2", "1", "1", "50%"]
+    assert line.split()[1:6] == ["2", "0", "1", "1", "50%"]  # shown, silent, accepted, ...
     assert "Recipient disagrees" in line
     later = CliRunner().invoke(main, ["report", "--since", "2026-12-01"])
     assert "calcium-low" not in later.output

@@ -41,3 +41,11 @@ def test_albumin_g_per_litre_to_g_per_decilitre() -> None:
 )
 def test_units_that_are_not_concentrations_give_none(unit: str | None) -> None:
     assert concentration(Quantity(8.0, unit, unit), "mg/dL", CALCIUM) is None
+
+
+def test_each_installation_has_its_own_pint_cache() -> None:
+    # A shared cache sent one checkout's pint to another checkout's definition files.
+    from cds_service.units import pint_cache_dir
+
+    assert pint_cache_dir("/a/.venv") != pint_cache_dir("/b/.venv")
+    assert pint_cache_dir("/a/.venv") == pint_cache_dir("/a/.venv")

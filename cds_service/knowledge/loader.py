@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import string
@@ -14,7 +15,12 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
-from cds_service.clinical_text import EegLexicon, EegLexiconError, load_eeg_lexicon
+from cds_service.clinical_text import (
+    LEXICON_FILE,
+    EegLexicon,
+    EegLexiconError,
+    load_eeg_lexicon,
+)
 from cds_service.knowledge.valuesets import Key, ValueSet, code_keys, normalize_code
 
 # `{codes:a,b}` in a prefetch query: the codes of those value sets as a FHIR token OR-list.
@@ -25,6 +31,11 @@ PREFETCH_SYSTEMS = {"http://loinc.org", "http://snomed.info/sct", "http://www.am
 CARD_KIND_SYSTEM = "urn:leg-cramps-cds:card-kind"
 # What an order template may name besides a finding's facts: filled in for each call.
 CALL_VALUES = ("patient_id", "today")
+# The files of cards/ read by name (each checked against schemas/<name>.schema.json); beside them
+# valuesets/*.yaml and eeg-reading.yaml.
+DOCUMENTS = ("version", "sources", "thresholds", "services", "cards", "orders")
+# The CDS Hooks 2.0 extension member (cards, discovery) naming the knowledge that produced a card.
+KNOWLEDGE_EXTENSION = "leg-cramps-cds.knowledge"
 # CDS Hooks 2.0 Card.summary: "<140-character summary message".
 SUMMARY_LIMIT = 139
 # Issue 18 item 7: a card's detail (evidence and reasoning) is read in five seconds.
@@ -147,6 +158,8 @@ class CardKind:
     # Named alternatives a rule may choose (Finding.variant): the same kind with other wording,
     # and possibly another indicator and sources (e.g. the label's text below the Beers age).
     variants: dict[str, CardKind] = field(default_factory=dict)
+    # silent: recorded as issued but not returned (a committee's trial run); README, "Silent mode".
+    mode: str = "active"
 
     def variant(self, name: str | None) -> CardKind:
         """This kind, or its named variant (an unknown name is a programming error the tests catch)."""
@@ -166,6 +179,28 @@ class Knowledge:
     services: tuple[Service, ...]
     eeg_reading: EegLexicon  # how EEG report text is read (cards/eeg-reading.yaml)
     directory: Path = field(default=Path("cards"))
+    version: str = ""  # cards/version.yaml: what an editor declares
+    content_hash: str = ""  # sha256 of the files read (content_hash()): what was actually loaded
+
+    def extension(self) -> dict[str, Any]:
+        """The `extension` member of every card and discovery entry: this content's version and hash
+        (a new dict each time: the caller owns it)."""
+        return {KNOWLEDGE_EXTENSION: {"version": self.version, "contentHash": self.content_hash}}
+
+    def with_modes(self, modes: dict[str, str]) -> Knowledge:
+        """This knowledge with the mode of some card kinds replaced (a deployment's CDS_CARD_MODES);
+        ValueError naming any kind that does not exist."""
+        unknown = sorted(set(modes) - self.cards.keys())
+        if unknown:
+            raise ValueError(
+                f"unknown card kind(s) {', '.join(unknown)}; the kinds are: {', '.join(self.cards)}"
+            )
+        cards = {k: replace(c, mode=modes.get(k, c.mode)) for k, c in self.cards.items()}
+        return replace(self, cards=cards)
+
+    def silent_kinds(self) -> list[str]:
+        """The card kinds recorded but not shown."""
+        return sorted(k for k, c in self.cards.items() if c.mode == "silent")
 
     def valueset(self, vs_id: str) -> ValueSet:
         """The value set with this id (a missing id is a programming error caught by the tests)."""
@@ -252,7 +287,7 @@ def load_knowledge(directory: Path) -> Knowledge:
         )
 
     docs: dict[str, Any] = {}
-    for name in ("sources", "thresholds", "services", "cards", "orders"):
+    for name in DOCUMENTS:
         path = directory / f"{name}.yaml"
         doc = _read_yaml(path, problems)
         if doc is not None and _check(path, doc, name, problems):
@@ -360,7 +395,28 @@ def load_knowledge(directory: Path) -> Knowledge:
         services=services,
         eeg_reading=eeg_reading,
         directory=directory,
+        version=docs["version"]["version"],
+        content_hash=content_hash(directory),
     )
+
+
+def content_hash(directory: Path) -> str:
+    """SHA-256 (hex) of every file the loader reads, in sorted order of their paths relative to
+    `directory`, each as its path, its length and its bytes (so no two file sets hash alike).
+
+    The version says what an editor declared; the hash says what was loaded, so two deployments
+    with the same version and different files (an unbumped edit, a local change) tell apart."""
+    paths = [
+        *(f"{name}.yaml" for name in DOCUMENTS),
+        LEXICON_FILE,
+        *(f"valuesets/{p.name}" for p in (directory / "valuesets").glob("*.yaml")),
+    ]
+    digest = hashlib.sha256()
+    for relative in sorted(paths):
+        data = (directory / relative).read_bytes()
+        digest.update(f"{relative}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def _card_kind(
@@ -491,6 +547,7 @@ def _card_kind(
         ),
         links=links,
         snooze_days=card["snooze_days"],
+        mode=card.get("mode", "active"),
     )
     variants = {}
     for name, alt in card.get("variants", {}).items():

@@ -87,12 +87,30 @@ READINESS: dict[str, Any] = {
         "status": {"enum": ["ready"]},
         "knowledge": {
             "type": "object",
-            "required": ["services", "valueSets", "cardKinds"],
+            "required": [
+                "services",
+                "valueSets",
+                "cardKinds",
+                "version",
+                "contentHash",
+                "silentKinds",
+            ],
             "additionalProperties": False,
             "properties": {
                 "services": {"type": "integer", "minimum": 0},
                 "valueSets": {"type": "integer", "minimum": 0},
                 "cardKinds": {"type": "integer", "minimum": 0},
+                "version": {"type": "string", "description": "cards/version.yaml"},
+                "contentHash": {
+                    "type": "string",
+                    "pattern": "^[0-9a-f]{64}$",
+                    "description": "SHA-256 of the knowledge files loaded",
+                },
+                "silentKinds": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Card kinds recorded but not returned (silent mode).",
+                },
             },
         },
         "store": {

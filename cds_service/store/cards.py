@@ -33,6 +33,9 @@ class IssuedCard(NamedTuple):
     patient_hash: str
     evidence_hash: str
     issued_at: datetime
+    knowledge_version: str | None = None
+    content_hash: str | None = None
+    silent: bool = False
 
 
 # No override predates this (the feedback endpoint refuses earlier outcome times).

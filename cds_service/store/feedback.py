@@ -39,8 +39,9 @@ def _row(service_id: str, item: dict[str, Any], received_at: datetime) -> dict[s
 
 def _attribute(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Copy each card's kind, patient hash and evidence hash from its issued-card record, when the
-    service the feedback was posted to issued it (feedback on another service's card, or on a card
-    never issued, is kept as sent but snoozes and counts nothing)."""
+    service the feedback was posted to issued it and returned it (feedback on another service's
+    card, on a card never issued, or on a silent card, which no EHR was shown, is kept as sent but
+    snoozes and counts nothing)."""
     uuids = sorted({row["card_uuid"] for row in rows})
     found = connection.execute(
         select(
@@ -49,7 +50,7 @@ def _attribute(connection: Connection, rows: list[dict[str, Any]]) -> None:
             issued_cards.c.card_kind,
             issued_cards.c.patient_hash,
             issued_cards.c.evidence_hash,
-        ).where(issued_cards.c.card_uuid.in_(uuids))
+        ).where(issued_cards.c.card_uuid.in_(uuids), issued_cards.c.silent.is_(False))
     ).all()
     cards = {
         (uuid, service): (kind, patient, evidence)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, literal_column, select
 
 from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for, unbounded
 from cds_service.store.schema import feedback, issued_cards, jwt_replay
@@ -14,10 +15,13 @@ from cds_service.store.schema import feedback, issued_cards, jwt_replay
 
 @dataclass
 class KindReport:
-    """Outcomes of one card kind."""
+    """Outcomes of one card kind (of one content version, and one week, when split by them)."""
 
     kind: str
-    shown: int = 0
+    version: str | None = None  # cards/version.yaml of the cards counted; None: not split by it
+    week: date | None = None  # the Monday (UTC) of the week the cards were issued; None: all weeks
+    shown: int = 0  # returned to the EHR
+    silent: int = 0  # would have been shown: recorded while the kind was silent
     accepted: int = 0
     overridden: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
@@ -29,65 +33,141 @@ class KindReport:
         return self.accepted / acted if acted else None
 
 
-def report(url: str, since: datetime | None) -> list[KindReport]:
-    """Per card kind: cards shown since `since`, and one outcome per card from its feedback.
+# Cards recorded before issued cards carried their content version (migration 0004).
+UNVERSIONED = "(unversioned)"
+
+
+def _day(dialect: str) -> Any:
+    """The UTC calendar day a card was issued on (SQLite stores the UTC time as text)."""
+    if dialect == "postgresql":
+        # A literal, not a bound parameter: GROUP BY must repeat the very same expression.
+        return func.date(func.timezone(literal_column("'UTC'"), issued_cards.c.issued_at))
+    return func.date(issued_cards.c.issued_at)
+
+
+def report(
+    url: str, since: datetime | None, *, by_version: bool = False, by_week: bool = False
+) -> list[KindReport]:
+    """Per card kind (and content version, and issue week, if asked): cards shown and silent
+    since `since`, and one outcome per shown card from its feedback.
 
     A card with any `accepted` item counts as accepted, in whatever order its items came (taking a
     suggestion is done; dismissing the card afterwards only clears it from view). Otherwise it
-    counts as overridden, with the reason of its latest override. See README, "Feedback".
+    counts as overridden, with the reason of its latest override. Outcomes count in the week the
+    card was issued. Feedback on a silent card (no EHR was shown it) counts nothing. See README,
+    "Feedback".
     """
-    shown_query = select(issued_cards.c.card_kind, func.count()).group_by(issued_cards.c.card_kind)
-    items_query = (
-        select(
-            issued_cards.c.card_uuid,
-            issued_cards.c.card_kind,
-            feedback.c.outcome,
-            feedback.c.override_code,
-            feedback.c.override_display,
-        )
-        # Only feedback posted to the service that issued the card (its own feedback URL).
-        .join(
-            feedback,
-            (feedback.c.card_uuid == issued_cards.c.card_uuid)
-            & (feedback.c.service_id == issued_cards.c.service_id),
-        )
-        .order_by(feedback.c.outcome_at, feedback.c.id)
-    )
-    if since is not None:
-        shown_query = shown_query.where(issued_cards.c.issued_at >= since)
-        items_query = items_query.where(issued_cards.c.issued_at >= since)
+    version = issued_cards.c.knowledge_version
     try:
         with engine_for(url).begin() as connection:
+            day = _day(connection.dialect.name)
+            shown_query = select(
+                issued_cards.c.card_kind, version, day, issued_cards.c.silent, func.count()
+            ).group_by(issued_cards.c.card_kind, version, day, issued_cards.c.silent)
+            items_query = (
+                select(
+                    issued_cards.c.card_uuid,
+                    issued_cards.c.card_kind,
+                    version,
+                    day,
+                    feedback.c.outcome,
+                    feedback.c.override_code,
+                    feedback.c.override_display,
+                )
+                # Only feedback posted to the service that issued the card (its own feedback URL).
+                .join(
+                    feedback,
+                    (feedback.c.card_uuid == issued_cards.c.card_uuid)
+                    & (feedback.c.service_id == issued_cards.c.service_id),
+                )
+                .where(issued_cards.c.silent.is_(False))
+                .order_by(feedback.c.outcome_at, feedback.c.id)
+            )
+            if since is not None:
+                shown_query = shown_query.where(issued_cards.c.issued_at >= since)
+                items_query = items_query.where(issued_cards.c.issued_at >= since)
             shown = unbounded(connection).execute(shown_query).all()
             items = connection.execute(items_query).all()
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None
-    kinds: dict[str, KindReport] = {kind: KindReport(kind, shown=count) for kind, count in shown}
+
+    kinds: dict[tuple[str, str | None, date | None], KindReport] = {}
+
+    def entry(kind: str, content: str | None, issued: Any) -> KindReport:
+        content = content or UNVERSIONED
+        key = (kind, content if by_version else None, _monday(issued) if by_week else None)
+        if key not in kinds:
+            kinds[key] = KindReport(*key)
+        return kinds[key]
+
+    for kind, content, issued, silent, count in shown:
+        row = entry(kind, content, issued)
+        if silent:
+            row.silent += count
+        else:
+            row.shown += count
     accepted: set[str] = set()
     override_reason: dict[
         str, str
     ] = {}  # card -> reason (code, else display) of its latest override
-    card_kind: dict[str, str] = {}
+    card_row: dict[str, KindReport] = {}
     # A reason is counted by its code, named by the display any item gave it: some clients (the
     # CDS Hooks sandbox) send the code alone, and the same reason must not count as two.
     display_of: dict[str, str] = {}
-    for card, kind, outcome, code, display in items:
-        card_kind[card] = kind
+    for card, kind, content, issued, outcome, code, display in items:
+        card_row[card] = entry(kind, content, issued)
         if outcome == "accepted":
             accepted.add(card)
             continue
         override_reason[card] = code or display or "(no reason given)"
         if code and display:
             display_of.setdefault(code, display)
-    for card, kind in card_kind.items():
-        entry = kinds.setdefault(kind, KindReport(kind))
+    for card, row in card_row.items():
         if card in accepted:
-            entry.accepted += 1
+            row.accepted += 1
         else:
-            entry.overridden += 1
+            row.overridden += 1
             reason = override_reason[card]
-            entry.reasons[display_of.get(reason, reason)] += 1
-    return sorted(kinds.values(), key=lambda k: k.kind)
+            row.reasons[display_of.get(reason, reason)] += 1
+    return sorted(kinds.values(), key=lambda k: (k.kind, k.version or "", k.week or date.min))
+
+
+def _monday(day: Any) -> date:
+    """The Monday of the week of a day as the database returns it (a date, or ISO text)."""
+    value = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+    return value - timedelta(days=value.weekday())
+
+
+def versions(url: str, since: datetime | None) -> list[tuple[str, str, datetime, datetime, int]]:
+    """Every content (version, hash) cards were issued with since `since`: first and last issue
+    time, and how many cards (shown and silent)."""
+    version, content = issued_cards.c.knowledge_version, issued_cards.c.content_hash
+    query = (
+        select(
+            version,
+            content,
+            func.min(issued_cards.c.issued_at),
+            func.max(issued_cards.c.issued_at),
+            func.count(),
+        )
+        .group_by(version, content)
+        .order_by(func.min(issued_cards.c.issued_at))
+    )
+    if since is not None:
+        query = query.where(issued_cards.c.issued_at >= since)
+    try:
+        with engine_for(url).begin() as connection:
+            rows = unbounded(connection).execute(query).all()
+    except STORE_ERRORS as exc:
+        raise StoreUnavailable(type(exc).__name__) from None
+    return [
+        (v or UNVERSIONED, h or "", _aware(first), _aware(last), n) for v, h, first, last, n in rows
+    ]
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything the service stores is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def prune(url: str, before: datetime, now: datetime) -> dict[str, int]:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+)
 
 metadata = MetaData()
 
@@ -26,6 +37,11 @@ issued_cards = Table(
     Column("patient_hash", String(64), nullable=False),
     Column("evidence_hash", String(64), nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False, index=True),
+    # The content that produced it (cards/version.yaml and the hash of the files; null for cards
+    # recorded before 0004), and whether it was silent: recorded, not returned to the EHR.
+    Column("knowledge_version", String(20), nullable=True),
+    Column("content_hash", String(64), nullable=True),
+    Column("silent", Boolean, nullable=False, server_default=false()),
 )
 
 # Feedback items as the CDS client sent them; item_hash makes a re-sent item a no-op.

@@ -261,3 +261,54 @@ def test_every_problem_is_listed_not_just_the_first(cards: Path) -> None:
     break_file(cards, "thresholds.yaml", "    source: LOCAL\n", "    source: NOWHERE\n")
     break_file(cards, "cards.yaml", "when: dxa_due", "when: dxa_overdue")
     assert len(problems_of(cards)) == 2
+
+
+def test_the_version_is_declared_and_the_hash_covers_every_file_read(cards: Path) -> None:
+    loaded = load_knowledge(cards)
+    assert loaded.version == "1.0.0"
+    assert len(loaded.content_hash) == 64
+    assert load_knowledge(cards).content_hash == loaded.content_hash  # stable across loads
+    # Any file the loader reads changes the hash; one it does not read (the README) does not.
+    (cards / "README.md").write_text("edited", encoding="utf-8")
+    assert load_knowledge(cards).content_hash == loaded.content_hash
+    for name in ("version.yaml", "cards.yaml", "valuesets/leg-cramps.yaml", "eeg-reading.yaml"):
+        path = cards / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit\n")
+        assert load_knowledge(cards).content_hash != loaded.content_hash, name
+        path.write_bytes(original)
+    assert load_knowledge(cards).content_hash == loaded.content_hash
+
+
+@pytest.mark.parametrize("version", ["1.0", "v1.0.0", "1.0.0-rc1", ""])
+def test_a_version_that_is_not_major_minor_patch_is_refused(cards: Path, version: str) -> None:
+    (cards / "version.yaml").write_text(f'version: "{version}"\n', encoding="utf-8")
+    [problem] = problems_of(cards)
+    assert problem.startswith("version.yaml: version: ")
+
+
+def test_a_missing_version_file_cannot_be_read(cards: Path) -> None:
+    (cards / "version.yaml").unlink()
+    [problem] = problems_of(cards)
+    assert problem.startswith("version.yaml: cannot be read")
+
+
+def test_a_card_kind_may_be_silent_and_a_deployment_may_change_its_mode(cards: Path) -> None:
+    break_file(
+        cards, "cards.yaml", "    snooze_days: 30\n", "    snooze_days: 30\n    mode: silent\n"
+    )
+    loaded = load_knowledge(cards)
+    [silent] = loaded.silent_kinds()
+    assert loaded.cards[silent].mode == "silent"
+    assert loaded.with_modes({silent: "active"}).silent_kinds() == []
+    assert loaded.silent_kinds() == [silent]  # the loaded knowledge itself is unchanged
+    with pytest.raises(ValueError, match="unknown card kind"):
+        loaded.with_modes({"no-such-kind": "silent"})
+
+
+def test_a_mode_other_than_active_or_silent_is_refused(cards: Path) -> None:
+    break_file(
+        cards, "cards.yaml", "    snooze_days: 30\n", "    snooze_days: 30\n    mode: quiet\n"
+    )
+    [problem] = problems_of(cards)
+    assert problem.startswith("cards.yaml: cards/") and "'quiet' is not one of" in problem

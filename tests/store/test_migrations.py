@@ -106,3 +106,37 @@ def test_replicas_started_together_migrate_once(database_url: str) -> None:
     config.set_main_option("script_location", str(ROOT / "cds_service" / "store" / "migrations"))
     revisions = len(list(ScriptDirectory.from_config(config).walk_revisions()))
     assert sorted(int(out) for out, _ in results) == [0, 0, 0, revisions]
+
+
+def test_cards_recorded_before_0004_are_shown_and_unversioned(database_url: str) -> None:
+    """0004 adds the content version and the silent flag: older records read as shown cards of no
+    version (the report's "(unversioned)"), never as silent."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import select, text
+
+    from cds_service.store.report import UNVERSIONED, report
+    from cds_service.store.schema import issued_cards
+    from tests.conftest import ROOT
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "cds_service" / "store" / "migrations"))
+    config.attributes["engine"] = engine_for(database_url)
+    command.upgrade(config, "0003")
+    with engine_for(database_url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO issued_cards (card_uuid, service_id, card_kind, indicator, "
+                "patient_hash, evidence_hash, issued_at) VALUES ('00000000-0000-4000-8000-0000000"
+                "00001', 'svc', 'calcium-low', 'warning', :p, :e, :at)"
+            ),
+            {"p": "p" * 64, "e": "e" * 64, "at": datetime(2026, 11, 24, tzinfo=UTC)},
+        )
+    assert migrate(database_url) == 1
+    with engine_for(database_url).connect() as connection:
+        row = connection.execute(select(issued_cards)).one()
+    assert (row.silent, row.knowledge_version, row.content_hash) == (False, None, None)
+    [counted] = report(database_url, None, by_version=True)
+    assert (counted.version, counted.shown, counted.silent) == (UNVERSIONED, 1, 0)
