@@ -459,7 +459,11 @@ def _governing(
                 elif step > 0 and eeg and item.label in lexicon.backward_hedges and not beyond:
                     effects.add("uncertain")
                 return effects
-            if item.category == "pseudo":
+            if item.category == "pseudo" or (
+                item.category == "historical" and step > 0 and not eeg
+            ):
+                # A condition's course after its name ("leg cramps, previously treated with
+                # quinine") does not make it historical; an EEG finding's earlier study does.
                 return effects
             if beyond:
                 effects.add("out-of-window")

@@ -164,6 +164,8 @@ def test_a_termination_cue_ends_a_backward_scope_too(lexicon: EegLexicon) -> Non
         ("leg cramps, benign", True),
         ("leg cramps since 2019", True),
         ("leg cramps, persistent", True),
+        ("leg cramps, previously treated with quinine", True),
+        ("leg cramps in 2025", True),
         ("no leg cramps", False),
         ("leg cramps: resolved", False),
         ("history of leg cramps", False),
