@@ -18,9 +18,17 @@ from cds_service.fhir.data import codings, items, texts
 # et al. 2009): a cue before a finding reaches forward to a termination cue, another cue or the end
 # of the sentence; a cue after a finding reaches back a few words. Cues and EEG finding terms (ACNS
 # 2021, benign variants) are data in cards/eeg-reading.yaml. A report is epileptiform only on an
-# affirmed, unhedged epileptiform finding; what is not read with confidence is "unclear".
+# affirmed, unhedged epileptiform finding that nothing else in the report contradicts; what is not
+# read with confidence is "unclear".
 EegReadingKind = Literal["epileptiform", "normal", "no-epileptiform", "unclear"]
-Certainty = Literal["affirmed", "negated", "uncertain", "not-current", "out-of-window"]
+# attributed: the sentence calls the finding a benign variant, artifact or not epileptiform.
+Certainty = Literal[
+    "affirmed", "negated", "uncertain", "not-current", "out-of-window", "attributed"
+]
+# Kinds of EEG finding the report-level safety rules qualify (see _in_context).
+_QUALIFIED = frozenset({"epileptiform", "concerning"})
+# Cue categories that qualify every EEG finding of their sentence, and are words to NegEx scopes.
+_SENTENCE_CUES = frozenset({"benign", "ongoing"})
 
 LEXICON_FILE = "eeg-reading.yaml"
 _SCHEMA = Path(__file__).parent / "knowledge" / "schemas" / "eeg-reading.schema.json"
@@ -45,7 +53,7 @@ class Cue:
     """A NegEx/ConText trigger: what it does to a finding, and on which side of it."""
 
     label: str
-    category: str  # negated | uncertain | hypothetical | historical | pseudo | termination
+    category: str  # negated | uncertain | hypothetical | historical | pseudo | termination | benign | ongoing
     direction: str  # forward | backward | both
     pattern: re.Pattern[str]
     # The phrase's first word: a sentence without it is not scanned for the cue (None: always).
@@ -59,6 +67,8 @@ class Term:
     id: str
     kind: str  # epileptiform | concerning | benign-variant | non-epileptiform | abnormal | normal
     pattern: re.Pattern[str]
+    # Names the class of findings ("epileptiform discharges"), not one finding.
+    generic: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,10 @@ class EegLexicon:
     # Forward negations that, naming no finding after them, hedge the finding before them
     # ("sharp waves were not clearly seen").
     dangling_negations: frozenset[str] = frozenset()
+    # Hedges that also reach back to an EEG finding before them (ConText: both directions).
+    backward_hedges: frozenset[str] = frozenset()
+    # Words that leave a negation of a whole class of findings unqualified (see Mention.sweeping).
+    sweeping_words: frozenset[str] = frozenset()
     coded: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -85,6 +99,13 @@ class Mention:
     term: Term
     certainty: Certainty
     sentence: str
+    # Where it is: the sentence's number in the text, and the clause's (a termination cue or a
+    # new sentence starts the next clause).
+    sentence_index: int = 0
+    clause: int = 0
+    # Every other word of the sentence is a cue, a finding or one of the lexicon's sweeping words:
+    # nothing limits what the sentence says of the finding ("No epileptiform discharges.").
+    sweeping: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,7 +170,7 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         # A finding may start at a word boundary or straight after the prefix ("nonepileptiform").
         start = rf"(?:\b|(?<=\b{prefix}))"
         pattern = compiled(f"findings/{row['id']}", rf"{start}(?:{alternatives})\b")
-        terms.append(Term(row["id"], row["kind"], pattern))
+        terms.append(Term(row["id"], row["kind"], pattern, row.get("generic", False)))
     coded = {}
     for row in doc["coded"]:
         cite(f"coded/{row['code']}", row["source"])
@@ -165,6 +186,8 @@ def load_eeg_lexicon(directory: Path, source_keys: Collection[str]) -> EegLexico
         skipped_sections=frozenset(doc["skipped_sections"]["headings"]),
         prefix_negation=re.compile(rf"\b{prefix} ?$"),
         dangling_negations=frozenset(doc["scope"]["dangling_negations"]),
+        backward_hedges=frozenset(doc["scope"].get("backward_hedges", ())),
+        sweeping_words=frozenset(doc["scope"].get("sweeping_words", ())),
         coded=coded,
     )
 
@@ -206,18 +229,52 @@ def read_eeg_report(report: Mapping[str, Any], lexicon: EegLexicon) -> EegReadin
 
 
 def read_eeg_text(text: str, lexicon: EegLexicon) -> EegReading:
-    """How the text of an EEG report reads (see read_eeg_report)."""
+    """How the text of an EEG report reads (see read_eeg_report).
+
+    Local safety rules over NegEx/ConText: a report that states a normal study in one place and
+    an epileptiform finding in another contradicts itself (unclear); a finding a sentence calls a
+    benign variant, artifact or not epileptiform is unclear unless another sentence of the report
+    states that there is no epileptiform finding, or that the study is normal.
+    """
     truncated = len(text) > lexicon.max_characters
     found = mentions(text[: lexicon.max_characters], lexicon)
 
-    def where(*accept: tuple[str, Certainty]) -> tuple[str, ...]:
-        return tuple(
-            dict.fromkeys(m.sentence for m in found if (m.term.kind, m.certainty) in accept)
-        )
+    def matching(*accept: tuple[str, Certainty]) -> list[Mention]:
+        return [m for m in found if (m.term.kind, m.certainty) in accept]
 
-    positive = where(("epileptiform", "affirmed"))
+    def where(*accept: tuple[str, Certainty]) -> tuple[str, ...]:
+        return _sentences(matching(*accept))
+
+    positive = matching(("epileptiform", "affirmed"))
+    stated_normal = matching(("normal", "affirmed"), ("abnormal", "negated"))
     if positive:
-        return EegReading("epileptiform", "text", positive)
+        # "Normal EEG except for sharp waves" qualifies itself; "Normal EEG. Sharp waves." does not,
+        # nor does "No epileptiform discharges." with sharp waves in another sentence.
+        # A negated abnormality or class of findings speaks of the whole study only when nothing
+        # limits it ("No abnormalities were seen.", not "without photic response abnormality").
+        sweeping_negations = [
+            m
+            for m in found
+            if m.certainty == "negated"
+            and m.sweeping
+            and (m.term.generic or m.term.kind == "abnormal")
+        ]
+        contradicting = [
+            n
+            for n in matching(("normal", "affirmed")) + sweeping_negations
+            if not any(
+                p.sentence_index == n.sentence_index and p.clause > n.clause for p in positive
+            )
+        ]
+        if contradicting:
+            return EegReading("unclear", "text", _sentences(contradicting + positive))
+        return EegReading("epileptiform", "text", _sentences(positive))
+    attributed = [m for m in found if m.certainty == "attributed"]
+    attributing = {m.sentence_index for m in attributed}
+    confirmed = any(
+        m.sentence_index not in attributing
+        for m in [*stated_normal, *matching(("epileptiform", "negated"))]
+    )
     unclear = where(
         ("epileptiform", "uncertain"),
         ("epileptiform", "out-of-window"),
@@ -226,22 +283,29 @@ def read_eeg_text(text: str, lexicon: EegLexicon) -> EegReading:
         ("concerning", "out-of-window"),
         ("abnormal", "uncertain"),
     )
+    if attributed and not confirmed:
+        unclear += _sentences(attributed)
     if unclear or truncated:
         return EegReading("unclear", "text", unclear)
     slowing = where(("non-epileptiform", "affirmed"))
-    benign = where(("benign-variant", "affirmed"))
+    benign = where(("benign-variant", "affirmed")) + _sentences(attributed)
     unexplained = where(("abnormal", "affirmed"), ("normal", "negated"))
     if unexplained and not (slowing or benign):
         # "Abnormal EEG." with no finding that says why: a clinician has to read it.
         return EegReading("unclear", "text", unexplained)
-    stated_normal = where(("normal", "affirmed"), ("abnormal", "negated"))
     negated = where(("epileptiform", "negated"), ("concerning", "negated"))
     if stated_normal and not (slowing or unexplained):
-        return EegReading("normal", "text", stated_normal + negated + benign)
-    evidence = negated + slowing + benign + stated_normal + unexplained
+        evidence = _sentences(stated_normal) + negated + benign
+        return EegReading("normal", "text", tuple(dict.fromkeys(evidence)))
+    evidence = negated + slowing + benign + _sentences(stated_normal) + unexplained
     if evidence:
         return EegReading("no-epileptiform", "text", tuple(dict.fromkeys(evidence)))
     return EegReading("unclear", "nothing")
+
+
+def _sentences(found: list[Mention]) -> tuple[str, ...]:
+    """The sentences the mentions are in, each once, in the order given."""
+    return tuple(dict.fromkeys(m.sentence for m in found))
 
 
 def affirmed(text: str, names: re.Pattern[str], lexicon: EegLexicon) -> bool:
@@ -259,7 +323,7 @@ def mentions(text: str, lexicon: EegLexicon) -> list[Mention]:
     """
     found: list[Mention] = []
     skipping = False
-    for raw in _SENTENCE_END.split(text):
+    for number, raw in enumerate(_SENTENCE_END.split(text)):
         sentence = _normalise(raw)
         if not sentence:
             continue
@@ -268,7 +332,7 @@ def mentions(text: str, lexicon: EegLexicon) -> list[Mention]:
             skipping = heading.group(1).strip() in lexicon.skipped_sections
         if skipping:
             continue
-        found.extend(_sentence_mentions(sentence, raw.strip(), lexicon))
+        found.extend(_sentence_mentions(sentence, raw.strip(), number, lexicon))
     return found
 
 
@@ -280,18 +344,53 @@ class _Unit:
     item: Cue | Term | None = None
 
 
-def _sentence_mentions(sentence: str, shown: str, lexicon: EegLexicon) -> list[Mention]:
+def _sentence_mentions(
+    sentence: str, shown: str, number: int, lexicon: EegLexicon
+) -> list[Mention]:
     units = _units(sentence, lexicon)
+    words = [_WORD.match(sentence, u.start) for u in units if u.item is None]
+    sweeping = all(w and w[0] in lexicon.sweeping_words for w in words)
     found = []
+    clause = 0
     for index, unit in enumerate(units):
+        if isinstance(unit.item, Cue) and unit.item.category == "termination":
+            clause += 1
         if isinstance(unit.item, Term):
             before = sentence[: unit.start]
             if lexicon.prefix_negation.search(before):
                 certainty: Certainty = "negated"
             else:
                 certainty = _certainty(units, index, lexicon)
-            found.append(Mention(unit.item, certainty, shown))
-    return found
+            found.append(Mention(unit.item, certainty, shown, number, clause, sweeping))
+    categories = {u.item.category for u in units if isinstance(u.item, Cue)}
+    return _in_context(found, categories)
+
+
+def _in_context(found: list[Mention], categories: set[str]) -> list[Mention]:
+    """EEG findings as the rest of their sentence qualifies them (local safety rules).
+
+    A sentence that calls something a benign variant, artifact or physiological, names a benign
+    variant, or negates epileptiform findings as a class ("sharp waves, not felt to be
+    epileptiform") attributes the findings it affirms: "attributed", or "uncertain" when it also
+    hedges. A finding of an earlier study that the sentence says persists is "uncertain".
+    """
+    attributing = "benign" in categories or any(
+        (m.term.kind == "benign-variant" and m.certainty != "negated")
+        or (m.term.generic and m.certainty == "negated")
+        for m in found
+    )
+
+    def qualified(m: Mention) -> Mention:
+        if m.term.kind not in _QUALIFIED:
+            return m
+        if m.certainty == "not-current" and "ongoing" in categories:
+            return replace(m, certainty="uncertain")
+        if m.certainty == "affirmed" and attributing:
+            hedged = "uncertain" in categories
+            return replace(m, certainty="uncertain" if hedged else "attributed")
+        return m
+
+    return [qualified(m) for m in found]
 
 
 def _units(sentence: str, lexicon: EegLexicon) -> list[_Unit]:
@@ -318,53 +417,68 @@ def _units(sentence: str, lexicon: EegLexicon) -> list[_Unit]:
 
 
 def _certainty(units: list[_Unit], index: int, lexicon: EegLexicon) -> Certainty:
-    """How the cues around the finding at `index` qualify it (NegEx scope rules)."""
-    before = _governing(units, index, -1, lexicon.pre_window, lexicon)
-    after = _governing(units, index, 1, lexicon.post_window, lexicon)
-    effects = {before, after}
-    if "not-current" in effects:
-        return "not-current"
-    if "uncertain" in effects:
-        return "uncertain"
-    if "negated" in effects:
-        return "negated"
-    if "out-of-window" in effects:
-        return "out-of-window"
-    return "affirmed"
+    """How the cues around the finding at `index` qualify it (NegEx/ConText scope rules).
+
+    A hedge wins over a negation, and a negation over history: "the previously reported sharp
+    waves have resolved" is a finding absent now.
+    """
+    effects = _governing(units, index, -1, lexicon.pre_window, lexicon)
+    effects |= _governing(units, index, 1, lexicon.post_window, lexicon)
+    order: tuple[Certainty, ...] = ("uncertain", "negated", "not-current", "out-of-window")
+    return next((effect for effect in order if effect in effects), "affirmed")
 
 
 def _governing(
     units: list[_Unit], index: int, step: int, window: int | None, lexicon: EegLexicon
-) -> Certainty | None:
-    """The effect of the nearest cue on one side of a finding, if its scope reaches the finding.
+) -> set[Certainty]:
+    """The effects of the cues on one side of a finding whose scope reaches the finding.
 
-    A scope ends at a termination cue or at any other cue (NegEx); a cue facing away from the
-    finding ends the search too. Findings in between do not end it (lists: "no spikes, sharp
-    waves or seizures"). A cue beyond `window` words reads as "out-of-window". A dangling
-    negation after the finding (one whose forward scope holds no finding) hedges it.
+    A scope ends at a termination cue or at any other cue (NegEx), except a historical one: the
+    search goes on past it, so a finding can be both earlier and negated now (ConText). A cue
+    facing away from the finding ends the search too; for an EEG finding, one of the lexicon's
+    backward hedges after it within the window still qualifies it (ConText reads them both ways). Findings in
+    between do not end it (lists: "no spikes, sharp waves or seizures"). A cue beyond `window`
+    words reads as "out-of-window". A dangling negation after the finding (one whose forward
+    scope holds no finding) hedges it.
     """
     toward = "forward" if step < 0 else "backward"
+    finding = units[index].item
+    eeg = isinstance(finding, Term) and finding.kind in _QUALIFIED
+    effects: set[Certainty] = set()
     words_between = 0
     position = index + step
     while 0 <= position < len(units):
         item = units[position].item
-        if isinstance(item, Cue):
+        if isinstance(item, Cue) and item.category not in _SENTENCE_CUES:
+            beyond = window is not None and words_between > window
             if item.category == "termination":
-                return None
+                return effects
             if item.direction not in {toward, "both"}:
                 if step > 0 and _dangles(units, position, lexicon):
-                    return "out-of-window" if words_between > (window or 0) else "uncertain"
-                return None
-            if item.category == "pseudo":
-                return None
-            if window is not None and words_between > window:
-                return "out-of-window"
-            if item.category in {"hypothetical", "historical"}:
-                return "not-current"
-            return "negated" if item.category == "negated" else "uncertain"
+                    effects.add("out-of-window" if words_between > (window or 0) else "uncertain")
+                elif step > 0 and eeg and item.label in lexicon.backward_hedges and not beyond:
+                    effects.add("uncertain")
+                return effects
+            if item.category == "pseudo" or (
+                item.category == "historical" and step > 0 and not eeg
+            ):
+                # A condition's course after its name ("leg cramps, previously treated with
+                # quinine") does not make it historical; an EEG finding's earlier study does.
+                return effects
+            if beyond:
+                effects.add("out-of-window")
+                return effects
+            if item.category == "historical":
+                effects.add("not-current")
+            elif item.category == "hypothetical":
+                effects.add("not-current")
+                return effects
+            else:
+                effects.add("negated" if item.category == "negated" else "uncertain")
+                return effects
         words_between += 1
         position += step
-    return None
+    return effects
 
 
 def _dangles(units: list[_Unit], position: int, lexicon: EegLexicon) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import yaml
 from cds_service.clinical_text import (
     EegLexicon,
     EegLexiconError,
+    affirmed,
     load_eeg_lexicon,
     mentions,
     read_eeg_report,
@@ -149,6 +151,54 @@ def test_a_termination_cue_ends_a_backward_scope_too(lexicon: EegLexicon) -> Non
     text = "Sharp waves were frequent but spikes were not seen."
     found = {m.term.id: m.certainty for m in mentions(text, lexicon)}
     assert found == {"sharp-waves": "affirmed", "spikes": "negated"}
+
+
+# --- The report-level safety rules qualify EEG findings only --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A hedge or a benign word after a condition names its cause or course, not its existence.
+        ("nocturnal leg cramps, likely due to spasticity", True),
+        ("leg cramps, benign", True),
+        ("leg cramps since 2019", True),
+        ("leg cramps, persistent", True),
+        ("leg cramps, previously treated with quinine", True),
+        ("leg cramps in 2025", True),
+        ("no leg cramps", False),
+        ("leg cramps: resolved", False),
+        ("history of leg cramps", False),
+    ],
+)
+def test_condition_text_is_read_with_negex_context_alone(
+    text: str, expected: bool, lexicon: EegLexicon
+) -> None:
+    assert affirmed(text, re.compile(r"\bleg cramps?\b"), lexicon) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "certainty"),
+    [
+        ("Left temporal spikes, likely epileptiform.", "uncertain"),
+        ("Left temporal spikes, a benign variant.", "attributed"),
+        ("Left temporal spikes, probably a benign variant.", "uncertain"),
+        ("Left temporal spikes on the prior EEG persist.", "uncertain"),
+        ("Left temporal spikes on the prior EEG have resolved.", "negated"),
+    ],
+)
+def test_the_sentence_qualifies_an_eeg_finding(
+    text: str, certainty: str, lexicon: EegLexicon
+) -> None:
+    assert [m.certainty for m in mentions(text, lexicon) if m.term.id == "spikes"] == [certainty]
+
+
+def test_a_sweeping_negation_is_one_whose_every_other_word_is_listed(lexicon: EegLexicon) -> None:
+    text = "No epileptiform discharges were seen. Left temporal spikes."
+    assert read_eeg_text(text, lexicon).kind == "unclear"
+    # The same report, had the lexicon not listed "seen", would hold a limited negation.
+    narrower = dataclasses.replace(lexicon, sweeping_words=lexicon.sweeping_words - {"seen"})
+    assert read_eeg_text(text, narrower).kind == "epileptiform"
 
 
 # --- Reading limits ------------------------------------------------------------------------------

@@ -7,11 +7,17 @@ from datetime import date
 from cds_service.clinical_text import EegReading, read_eeg_report
 from cds_service.fhir.data import Resource, clinical_time, label, recorded_time, status
 from cds_service.rules.common import condition_line, day, infarctions, medicine_line, names
-from cds_service.rules.evaluation import USABLE_RESULT, Evaluation, Finding, reference
+from cds_service.rules.evaluation import Evaluation, Finding, reference
 
-# Statuses that put an EEG "on file" (a preliminary report means the study was done); only final,
-# amended and corrected reports are read for their findings.
-EEG_ON_FILE = frozenset({"preliminary", "final", "amended", "corrected"})
+# FHIR R4 DiagnosticReport/Observation status. Verified results are read in full (an appended
+# report is a final one with an addendum). A preliminary, partial or unknown-status report means
+# the study was done, so it puts an EEG on file, but its results may still change: they never
+# suggest treatment, and one that does not read as normal asks for a review ("not-final"). A
+# registered report has nothing available yet and a cancelled one was not done: no EEG is on file,
+# so a seizure still gets the EEG recommendation. entered-in-error is not read at all.
+EEG_FINAL = frozenset({"final", "amended", "corrected", "appended"})
+EEG_NOT_FINAL = frozenset({"preliminary", "partial", "unknown"})
+EEG_ON_FILE = EEG_FINAL | EEG_NOT_FINAL
 # The sentence of a report a card quotes is cut (at a word) to this many characters.
 QUOTE_LIMIT = 160
 
@@ -21,13 +27,15 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
     seizures = ev.conditions("seizure", active_only=False)
     eegs = ev.reports("eeg", EEG_ON_FILE) + ev.results("eeg", EEG_ON_FILE)
     eeg_procedures = ev.procedures_done("eeg")
-    readings = [
-        (e, read_eeg_report(e, ev.knowledge.eeg_reading))
-        for e in eegs
-        if status(e) in USABLE_RESULT
+    readings = [(e, read_eeg_report(e, ev.knowledge.eeg_reading)) for e in eegs]
+    final = [(e, r) for e, r in readings if status(e) in EEG_FINAL]
+    epileptiform = [(e, r) for e, r in final if r.kind == "epileptiform"]
+    unclear = [(e, r) for e, r in final if r.kind == "unclear"]
+    not_final = [
+        e
+        for e, r in readings
+        if status(e) in EEG_NOT_FINAL and r.kind in {"epileptiform", "unclear"}
     ]
-    epileptiform = [(e, r) for e, r in readings if r.kind == "epileptiform"]
-    unclear = [(e, r) for e, r in readings if r.kind == "unclear"]
     aeds = ev.medicines("antiepileptics")
     findings: list[Finding] = []
 
@@ -58,6 +66,19 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
                 "eeg-report-review",
                 {"date": day(clinical_time(latest))},
                 tuple(f"- EEG {day(clinical_time(e))} ({reference(e)})" for e, _ in unclear),
+            )
+        )
+    elif not_final and not epileptiform:
+        latest = not_final[0]
+        findings.append(
+            Finding(
+                "eeg-report-review",
+                {"date": day(clinical_time(latest))},
+                tuple(
+                    f"- EEG {day(clinical_time(e))}, {status(e)} ({reference(e)})"
+                    for e in not_final
+                ),
+                variant="not-final",
             )
         )
     inducers = ev.medicines("enzyme-inducing-antiepileptics")

@@ -87,14 +87,56 @@ def test_eeg_reports_are_read_with_the_lexicon_of_the_knowledge(
         assert "pileptiform" not in str(finding.facts) or finding.kind.startswith("eeg-epi")
 
 
-def test_a_preliminary_report_is_on_file_but_not_read(knowledge: Knowledge) -> None:
+@pytest.mark.parametrize(
+    ("status", "kind", "variant"),
+    [
+        ("final", "eeg-epileptiform-untreated", None),
+        ("amended", "eeg-epileptiform-untreated", None),
+        ("corrected", "eeg-epileptiform-untreated", None),
+        ("appended", "eeg-epileptiform-untreated", None),
+        # On file (the study was done), never read as epileptiform: results may change.
+        ("preliminary", "eeg-report-review", "not-final"),
+        ("partial", "eeg-report-review", "not-final"),
+        ("unknown", "eeg-report-review", "not-final"),
+        # Nothing available, not done, or not a report at all: no EEG on file.
+        ("registered", "eeg-recommended", None),
+        ("cancelled", "eeg-recommended", None),
+        ("entered-in-error", "eeg-recommended", None),
+    ],
+)
+def test_each_report_status_is_handled_deliberately(
+    status: str, kind: str, variant: str | None, knowledge: Knowledge
+) -> None:
     ev = evaluation(
         knowledge,
         conditions=[condition("s", "R56.9", "2026-10-01")],
-        diagnostic_reports=[eeg("e", "Left temporal sharp waves.", status="preliminary")],
+        diagnostic_reports=[eeg("e", "Frequent left temporal spikes.", status=status)],
+    )
+    findings, _ = seizure.evaluate(ev)
+    assert [(f.kind, f.variant) for f in findings] == [(kind, variant)]
+
+
+def test_a_not_final_report_that_reads_normal_gives_no_card(knowledge: Knowledge) -> None:
+    ev = evaluation(
+        knowledge,
+        conditions=[condition("s", "R56.9", "2026-10-01")],
+        diagnostic_reports=[eeg("e", "Normal awake and drowsy EEG.", status="preliminary")],
     )
     findings, pointed = seizure.evaluate(ev)
-    assert findings == [] and pointed  # the seizure points; no EEG advice, no reading
+    assert findings == [] and pointed  # on file (no EEG advice), nothing to review
+
+
+def test_a_final_reading_outranks_a_not_final_review(knowledge: Knowledge) -> None:
+    ev = evaluation(
+        knowledge,
+        conditions=[condition("s", "R56.9", "2026-10-01")],
+        diagnostic_reports=[
+            eeg("p", "Possible sharp waves.", status="preliminary"),
+            eeg("f", "Frequent left temporal spikes."),
+        ],
+    )
+    findings, _ = seizure.evaluate(ev)
+    assert [f.kind for f in findings] == ["eeg-epileptiform-untreated"]
 
 
 def test_a_long_sentence_is_quoted_up_to_a_word() -> None:
