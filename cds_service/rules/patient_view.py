@@ -48,6 +48,8 @@ def evaluate(ev: Evaluation) -> list[Finding]:
         shown = {f.kind for f in findings}
         facts = {
             "calcium_card": "calcium-workup" in shown,
+            # A calcium in the look-back that is not low: the workup is not "order a calcium".
+            "calcium_not_low": calcium.calcium_reading(ev) is not None,
             "eeg_card": "eeg-report-review" in shown,
         }
         findings.append(Finding("differential-workup", facts))
