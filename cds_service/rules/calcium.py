@@ -46,15 +46,28 @@ class Reading:
 
     @property
     def low(self) -> bool:
-        return self.value < self.lower_limit  # strict: a value at the limit is not low
+        return self.below(self.lower_limit)  # strict: a value at the limit is not low
 
     @property
     def high(self) -> bool:
-        return self.upper_limit is not None and self.value > self.upper_limit
+        return self.upper_limit is not None and self.above(self.upper_limit)
+
+    # Compared as the card shows them, in the laboratory's unit: 1.7 mg/dL magnesium is at the
+    # 0.70 mmol/L limit (1.70 mg/dL), not below it, and the card never says "1.7, below 1.7".
+    def below(self, limit: float) -> bool:
+        """Whether the judged value is below a limit given in `unit`."""
+        return self._in_lab_unit(self.value) < self._in_lab_unit(limit)
+
+    def above(self, limit: float) -> bool:
+        """Whether the judged value is above a limit given in `unit`."""
+        return self._in_lab_unit(self.value) > self._in_lab_unit(limit)
+
+    def _in_lab_unit(self, value: float) -> float:
+        return round(value / self.per_lab_unit, 2)
 
     def shown(self, value: float) -> str:
         """A value in `unit` written in the laboratory's unit, for card text."""
-        return _fmt(value / self.per_lab_unit)
+        return _fmt(self._in_lab_unit(value))
 
 
 def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
@@ -298,7 +311,7 @@ def _low(ev: Evaluation, reading: Reading) -> Finding:
         found = _latest(ev, vs_id)
         if found is not None:
             evidence.append(_result_line(found))
-    kind = "calcium-low-severe" if reading.value < severe else "calcium-low"
+    kind = "calcium-low-severe" if reading.below(severe) else "calcium-low"
     return Finding(kind, facts, tuple(evidence))
 
 
@@ -306,12 +319,14 @@ def _high_on_supplement(ev: Evaluation, reading: Reading, supplements: list[Any]
     """A high calcium while calcium + vitamin D continues (no card without a supplement)."""
     if not supplements:
         return []
+    # Vitamin D prescribed beside the calcium raises calcium too: it is named with it.
+    taken = [*supplements, *(m for m in ev.medicines("cholecalciferol") if m not in supplements)]
     facts = {
         **_calcium_facts(reading),
         **supplement_facts(ev, supplements),
-        "medicine": names(supplements),
+        "medicine": names(taken),
     }
-    evidence = (_line(reading), *map(medicine_line, supplements))
+    evidence = (_line(reading), *map(medicine_line, taken))
     return [Finding("calcium-high", facts, evidence)]
 
 
@@ -347,7 +362,7 @@ def _vitamin_d(ev: Evaluation) -> Finding | None:
     if reading is not None:
         if not reading.low:
             return None
-        deficient = reading.value < ev.threshold("vitamin-d-25oh-deficient")
+        deficient = reading.below(ev.threshold("vitamin-d-25oh-deficient"))
         return Finding(
             "vitamin-d-low",
             _result_facts(reading),

@@ -27,7 +27,15 @@ from cds_service.rules.evaluation import Evaluation, Finding, Medicine, referenc
 
 PATIENT_VIEW = "patient-view"
 # The facts in which a finding names medicines (card text joins several with ", ").
-_MEDICINE_FACTS = ("medicine", "partner", "others", "relaxants", "depressants", "medicines")
+_MEDICINE_FACTS = (
+    "medicine",
+    "partner",
+    "others",
+    "relaxants",
+    "depressants",
+    "medicines",
+    "combined",
+)
 
 
 def evaluate(ev: Evaluation) -> list[Finding]:
@@ -224,10 +232,42 @@ def relaxant_with_opioid_or_benzodiazepine(
     depressants = ev.medicines("opioids", regimen) + ev.medicines("benzodiazepines", regimen)
     if not relaxants or not depressants or not _involves(under_review, relaxants + depressants):
         return []
-    facts = {"relaxants": names(relaxants), "depressants": names(depressants)}
-    evidence = tuple(map(medicine_line, [*relaxants, *depressants]))
-    variant = _baclofen_variant(ev, relaxants)
+    # One product with both (carisoprodol + aspirin + codeine) is one medicine: named once.
+    combined = [m for m in relaxants if _involves([m], depressants)]
+    relaxants = [m for m in relaxants if m not in combined]
+    depressants = [m for m in depressants if not _involves([m], combined)]
+    parts = [
+        ingredient(ev, m, vs_id)
+        for m in combined
+        for vs_id in ("muscle-relaxants", "opioids", "benzodiazepines")
+        if ev.is_in(m, vs_id)
+    ]
+    facts = {
+        "relaxants": names(relaxants),
+        "depressants": names(depressants),
+        "combined": names(combined),
+        "ingredients": " and ".join(dict.fromkeys(p for p in parts if p)),
+        "named_ingredients": all(parts),
+        "others": names(relaxants + depressants),
+        "has_others": bool(relaxants or depressants),
+        "baclofen": bool(ev.medicines("baclofen", relaxants)),
+    }
+    evidence = tuple(map(medicine_line, [*combined, *relaxants, *depressants]))
+    variant = "one-product" if combined else _baclofen_variant(ev, relaxants)
     return [Finding("relaxant-with-cns-depressant", facts, evidence, variant=variant)]
+
+
+def ingredient(ev: Evaluation, medicine: Medicine, vs_id: str) -> str | None:
+    """The ingredient of a medicine that puts it in a value set: the title of the single-drug
+    value set it is in ("Carisoprodol" for a product named "Soma"), else the set's name found in
+    its text ("codeine"), else None (the card then names the class)."""
+    vs = ev.knowledge.valueset(vs_id)
+    for member in vs.members:
+        if ev.is_in(medicine, member):
+            return ingredient(ev, medicine, member)
+    if vs.title.lower() in vs.names:
+        return vs.title.lower()
+    return vs.name_in(medicine.texts)
 
 
 def cns_active_burden(
