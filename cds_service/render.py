@@ -52,7 +52,8 @@ def render_card(
     worded, cited = phrases(kind, facts)
     values = {**facts, **worded}
     summary = fit_summary(text.summaries, values)
-    citations, links = kind.cited(cited)
+    shown = [s for s in kind.suggestions if not s.when or facts.get(s.when) is True]
+    citations, links = kind.cited((*cited, *(k for s in shown for k in s.sources)))
     parts = [fill(text.detail, values).strip()]
     room = DETAIL_LIMIT - sum(len(p) + 2 for p in parts) - len(citations)
     if finding.evidence:

@@ -41,6 +41,10 @@ class KnowledgeError(Exception):
         self.problems = problems
 
 
+# The evidence lines of cards.yaml the rules add, with the values each may name.
+EVIDENCE_LINES = {"dxa_due": {"age"}}
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A clinical threshold or window with its unit and source."""
@@ -106,6 +110,7 @@ class Suggestion:
     actions: tuple[Action, ...]
     when: str | None = None
     recommended: bool = False
+    sources: tuple[str, ...] = ()  # keys of sources.yaml cited when it is shown
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,8 @@ class Knowledge:
     services: tuple[Service, ...]
     eeg_reading: EegLexicon  # how EEG report text is read (cards/eeg-reading.yaml)
     directory: Path = field(default=Path("cards"))
+    # Evidence lines that state what is missing from the record (cards.yaml evidence_lines).
+    evidence_lines: dict[str, str] = field(default_factory=dict)
 
     def valueset(self, vs_id: str) -> ValueSet:
         """The value set with this id (a missing id is a programming error caught by the tests)."""
@@ -319,6 +326,18 @@ def load_knowledge(directory: Path) -> Knowledge:
         problems.append(f"cards.yaml: more_evidence: {exc}")
     for name in sorted(extra):
         problems.append(f"cards.yaml: more_evidence names '{{{name}}}'; it may name only {{count}}")
+    lines = cards_doc.get("evidence_lines", {})
+    for name, allowed in EVIDENCE_LINES.items():
+        if name not in lines:
+            problems.append(f"cards.yaml: evidence_lines: '{name}' is missing (a rule adds it)")
+            continue
+        try:
+            named = placeholders(lines[name])
+        except ValueError as exc:
+            problems.append(f"cards.yaml: evidence_lines: {name}: {exc}")
+            continue
+        for extra_name in sorted(named - allowed):
+            problems.append(f"cards.yaml: evidence_lines: {name} names '{{{extra_name}}}'")
     cite("cards.yaml: override_reasons", cards_doc["override_reasons"]["source"])
     cards = {
         key: _card_kind(key, card, cards_doc, sources, orders, cite, problems)
@@ -381,6 +400,7 @@ def load_knowledge(directory: Path) -> Knowledge:
         services=services,
         eeg_reading=eeg_reading,
         directory=directory,
+        evidence_lines=dict(cards_doc.get("evidence_lines", {})),
     )
 
 
@@ -409,16 +429,21 @@ def _card_kind(
         for name, alternatives in card.get("phrases", {}).items()
     }
     references = {}
+
+    def reference(what: str, cited_key: str) -> None:
+        """A source a phrase or suggestion adds to the card when it is shown."""
+        cite(f"{where}: {what}", cited_key)
+        found = sources.get(cited_key)
+        if found is None:
+            return
+        if "short" not in found:
+            problems.append(f"{where}: source '{cited_key}' has no short citation")
+        references[cited_key] = (found.get("short", ""), found.get("url"))
+
     for name, alternatives in phrases.items():
         for phrase in alternatives:
             for cited_key in phrase.sources:
-                cite(f"{where}: phrase '{name}'", cited_key)
-                found = sources.get(cited_key)
-                if found is None:
-                    continue
-                if "short" not in found:
-                    problems.append(f"{where}: source '{cited_key}' has no short citation")
-                references[cited_key] = (found.get("short", ""), found.get("url"))
+                reference(f"phrase '{name}'", cited_key)
     for name, alternatives in phrases.items():
         if name in facts:
             problems.append(f"{where}: phrase '{name}' has the name of a fact")
@@ -478,9 +503,15 @@ def _card_kind(
                         f"{where}: {what}: resource_id_fact '{fact}' is not among its facts"
                     )
                 actions.append(Action("delete", action["description"], resource_id_fact=fact))
+        for cited_key in spec.get("sources", []):
+            reference(what, cited_key)
         suggestions.append(
             Suggestion(
-                spec["label"], tuple(actions), spec.get("when"), spec.get("recommended", False)
+                spec["label"],
+                tuple(actions),
+                spec.get("when"),
+                spec.get("recommended", False),
+                tuple(spec.get("sources", [])),
             )
         )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from cds_service.fhir.data import Quantity, Resource, clinical_time, items, label, quantity
 from cds_service.knowledge import Knowledge
+from cds_service.knowledge.loader import fill
 from cds_service.rules.common import condition_line, day, medicine_line, names
 from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
 from cds_service.units import Analyte, concentration
@@ -121,7 +122,7 @@ def offer_dxa(ev: Evaluation, findings: list[Finding]) -> list[Finding]:
         if DXA_FACT in ev.knowledge.cards[finding.kind].facts:
             evidence = finding.evidence
             if due:
-                line = f"- age {ev.age}; no bone density (DXA) result or osteoporosis diagnosis on file"
+                line = fill(ev.knowledge.evidence_lines["dxa_due"], {"age": ev.age})
                 evidence = (*evidence, line)
             finding = dataclasses.replace(
                 finding, facts={**finding.facts, DXA_FACT: due}, evidence=evidence

@@ -66,17 +66,22 @@ def older_adult(ev: Evaluation) -> bool:
 def stop_facts(ev: Evaluation, medicine: Medicine) -> dict[str, Any]:
     """The facts of a suggestion to stop a medicine under review: on patient-view a current
     medicine is discontinued; when ordering, a draft is removed and a re-signed order not renewed."""
-    request, name = medicine.request, medicine.name
-    if ev.hook == PATIENT_VIEW:
-        label = f"Discontinue {name}"
+    request = medicine.request
+    discontinue = ev.hook == PATIENT_VIEW
+    if discontinue:
         deletable = request.get("resourceType") == "MedicationRequest" and valid_id(
             request.get("id")
         )
     else:
-        draft = status(request) == "draft"
-        label = f"Remove the draft order for {name}" if draft else f"Do not renew {name}"
         deletable = valid_id(request.get("id"))
-    return {"medicine": name, "order": medicine.ref, "deletable": deletable, "stop_label": label}
+    return {
+        "medicine": medicine.name,
+        "order": medicine.ref,
+        "deletable": deletable,
+        # The suggestion's label (cards.yaml phrase stop_label) says which.
+        "discontinue": discontinue,
+        "draft": not discontinue and status(request) == "draft",
+    }
 
 
 def beers_muscle_relaxants(ev: Evaluation, under_review: list[Medicine]) -> list[Finding]:
