@@ -382,6 +382,7 @@ def _result_facts(reading: Reading) -> dict[str, object]:
         "unit": reading.lab_unit,
         "date": day(reading.when),
         "diagnosis": "",
+        "named": False,
         "needs_level": False,
     }
 
@@ -393,6 +394,7 @@ def _coded_facts(condition: Resource) -> dict[str, object]:
         "unit": "",
         "date": "",
         "diagnosis": label(condition.get("code")) or "",
+        "named": bool(label(condition.get("code"))),
         "needs_level": True,
     }
 

@@ -285,18 +285,29 @@ def cns_active_burden(
     active = ev.medicines("cns-active", regimen)
     if not _involves(under_review, active):
         return []
+    # Beers counts drugs: a product holding two CNS-active drugs (carisoprodol + codeine) is two.
+    classes = ev.knowledge.valueset("cns-active").members
     distinct: dict[str, Medicine] = {}
     for medicine in active:
-        distinct.setdefault(identity(ev, medicine, "cns-active"), medicine)
+        drugs = {
+            ingredient(ev, medicine, vs_id) or identity(ev, medicine, vs_id)
+            for vs_id in classes
+            if ev.is_in(medicine, vs_id)
+        }
+        for drug in drugs or {identity(ev, medicine, "cns-active")}:
+            distinct.setdefault(drug, medicine)
     minimum = int(ev.threshold("cns-active-count"))
     if len(distinct) < minimum:
         return []
-    facts = {
+    facts: dict[str, object] = {
         "count": str(len(distinct)),
         "medicines": names(distinct.values()),
         "minimum": str(minimum),
     }
-    evidence = tuple(map(medicine_line, distinct.values()))
+    products = list(distinct.values())
+    unique = [m for i, m in enumerate(products) if all(m is not o for o in products[:i])]
+    facts["combined"] = len(unique) < len(products)
+    evidence = tuple(map(medicine_line, unique))
     variant = _baclofen_variant(ev, list(distinct.values()))
     return [Finding("cns-active-burden", facts, evidence, variant=variant)]
 
