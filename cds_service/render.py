@@ -51,13 +51,16 @@ def render_card(
     kind = kind.variant(finding.variant)  # the wording (and indicator, sources) it names, if any
     text = kind.text
     facts = {k: untagged(v) if isinstance(v, str) else v for k, v in finding.facts.items()}
-    summary = fit_summary(text.summaries, facts)
-    values = {**facts, **phrases(kind, facts)}
+    worded, cited = phrases(kind, facts)
+    values = {**facts, **worded}
+    summary = fit_summary(text.summaries, values)
+    shown = [s for s in kind.suggestions if not s.when or facts.get(s.when) is True]
+    citations, links = kind.cited((*cited, *(k for s in shown for k in s.sources)))
     parts = [fill(text.detail, values).strip()]
-    room = DETAIL_LIMIT - sum(len(p) + 2 for p in parts) - len(kind.citations)
+    room = DETAIL_LIMIT - sum(len(p) + 2 for p in parts) - len(citations)
     if finding.evidence:
         parts.append(evidence_block(list(map(untagged, finding.evidence)), kind, room))
-    parts.append(kind.citations)
+    parts.append(citations)
     card: dict[str, Any] = {
         "uuid": clock.new_id(),
         "summary": summary,
@@ -71,8 +74,8 @@ def render_card(
         card["selectionBehavior"] = kind.selection_behavior
     if kind.override_reasons:
         card["overrideReasons"] = list(kind.override_reasons)
-    if kind.links:
-        card["links"] = list(kind.links)
+    if links:
+        card["links"] = list(links)
     return card
 
 
@@ -92,13 +95,16 @@ def evidence_block(lines: list[str], kind: CardKind, room: int) -> str:
     return heading + "\n".join(shown)
 
 
-def phrases(kind: CardKind, facts: dict[str, Any]) -> dict[str, str]:
-    """Each phrase of the card kind, in the wording its facts choose (empty when none applies)."""
+def phrases(kind: CardKind, facts: dict[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Each phrase of the card kind in the wording its facts choose (empty when none applies),
+    and the sources those wordings cite."""
     chosen = {}
+    cited: list[str] = []
     for name, alternatives in kind.phrases.items():
         phrase = next((p for p in alternatives if not p.when or facts.get(p.when) is True), None)
         chosen[name] = fill(phrase.text, facts) if phrase else ""
-    return chosen
+        cited.extend(phrase.sources if phrase else ())
+    return chosen, tuple(cited)
 
 
 def untagged(text: str) -> str:
@@ -143,7 +149,7 @@ def shorten(text: str, limit: int) -> str:
 def _suggestions(
     kind: CardKind, facts: dict[str, Any], clock: Clock, call: dict[str, str]
 ) -> list[dict[str, Any]]:
-    values = {**call, **facts}
+    values = {**call, **facts, **phrases(kind, facts)[0]}
     suggestions = []
     for spec in kind.suggestions:
         if spec.when and facts.get(spec.when) is not True:
@@ -160,7 +166,7 @@ def _suggestions(
                 entry["resourceId"] = str(facts[action.resource_id_fact or ""])
             actions.append(entry)
         suggestion: dict[str, Any] = {
-            "label": fill(spec.label, facts),
+            "label": fill(spec.label, values),
             "uuid": clock.new_id(),
             "actions": actions,
         }

@@ -5,7 +5,13 @@ A scenario file holds `title`, `why`, `request` (a complete CDS Hooks request), 
 tests.conftest.NOW) and `expect`:
 `status` (default 200) and `cards`, a list of {kind, indicator, summary_contains?, detail_contains?,
 summary_excludes?, detail_excludes?, suggestions?, suggestions_contain?, suggestions_exclude?,
-resources_include_codes?, resources_exclude_codes?, delete?} (fixtures/scenarios-pending/README.md).
+resources_include_codes?, resources_exclude_codes?, delete?}: `*_contains` / `*_excludes` strings
+each occur / none occurs in the summary or detail; `suggestions` is the exact list of suggestion
+labels, `suggestions_contain` / `suggestions_exclude` strings each occur in some label / in none;
+`resources_include_codes` / `resources_exclude_codes` codes each appear / none appears in a coding
+of `code` or `medicationCodeableConcept` of a resource the card's suggestions create; `delete` is
+the list of resource ids the card's delete actions name. `issue18_item`, where present, is the
+item of issue 18 the scenario was written for.
 The response must contain exactly the expected card kinds (order aside); every card
 must be schema-valid and every suggested resource a valid FHIR R4 resource.
 """

@@ -52,6 +52,10 @@ class KnowledgeError(Exception):
         self.problems = problems
 
 
+# The evidence lines of cards.yaml the rules add, with the values each may name.
+EVIDENCE_LINES = {"dxa_due": {"age"}}
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A clinical threshold or window with its unit and source."""
@@ -117,6 +121,7 @@ class Suggestion:
     actions: tuple[Action, ...]
     when: str | None = None
     recommended: bool = False
+    sources: tuple[str, ...] = ()  # keys of sources.yaml cited when it is shown
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,7 @@ class Phrase:
 
     text: str  # a template
     when: str | None = None
+    sources: tuple[str, ...] = ()  # keys of sources.yaml cited when this wording is shown
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,8 @@ class CardKind:
     override_reasons: tuple[dict[str, str], ...]
     links: tuple[dict[str, str], ...]
     snooze_days: int
+    # The short citation and address of each source its phrases may add (sources.yaml keys).
+    references: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     # Named alternatives a rule may choose (Finding.variant): the same kind with other wording,
     # and possibly another indicator and sources (e.g. the label's text below the Beers age).
     variants: dict[str, CardKind] = field(default_factory=dict)
@@ -164,6 +172,24 @@ class CardKind:
     def variant(self, name: str | None) -> CardKind:
         """This kind, or its named variant (an unknown name is a programming error the tests catch)."""
         return self if name is None else self.variants[name]
+
+    def cited(self, added: tuple[str, ...]) -> tuple[str, tuple[dict[str, str], ...]]:
+        """The closing citations and the links, with the sources of the phrases shown (`added`)
+        after the kind's own: a source is cited only on a card that shows what it supports."""
+        extra = [k for k in dict.fromkeys(added) if k not in self.sources and k in self.references]
+        if not extra:
+            return self.citations, self.links
+        shorts = [self.references[k][0] for k in extra]
+        head, advisory = self.citations.split(".\n\n", 1)
+        citations = f"{'; '.join([head, *shorts])}.\n\n{advisory}"
+        known = {link["url"] for link in self.links}
+        links = [*self.links]
+        for k in extra:
+            short, url = self.references[k]
+            if url and url not in known:
+                known.add(url)
+                links.append({"label": short, "url": url, "type": "absolute"})
+        return citations, tuple(links)
 
 
 @dataclass(frozen=True)
@@ -201,6 +227,8 @@ class Knowledge:
     def silent_kinds(self) -> list[str]:
         """The card kinds recorded but not shown."""
         return sorted(k for k, c in self.cards.items() if c.mode == "silent")
+    # Evidence lines that state what is missing from the record (cards.yaml evidence_lines).
+    evidence_lines: dict[str, str] = field(default_factory=dict)
 
     def valueset(self, vs_id: str) -> ValueSet:
         """The value set with this id (a missing id is a programming error caught by the tests)."""
@@ -333,6 +361,18 @@ def load_knowledge(directory: Path) -> Knowledge:
         problems.append(f"cards.yaml: more_evidence: {exc}")
     for name in sorted(extra):
         problems.append(f"cards.yaml: more_evidence names '{{{name}}}'; it may name only {{count}}")
+    lines = cards_doc.get("evidence_lines", {})
+    for name, allowed in EVIDENCE_LINES.items():
+        if name not in lines:
+            problems.append(f"cards.yaml: evidence_lines: '{name}' is missing (a rule adds it)")
+            continue
+        try:
+            named = placeholders(lines[name])
+        except ValueError as exc:
+            problems.append(f"cards.yaml: evidence_lines: {name}: {exc}")
+            continue
+        for extra_name in sorted(named - allowed):
+            problems.append(f"cards.yaml: evidence_lines: {name} names '{{{extra_name}}}'")
     cite("cards.yaml: override_reasons", cards_doc["override_reasons"]["source"])
     cards = {
         key: _card_kind(key, card, cards_doc, sources, orders, cite, problems)
@@ -397,6 +437,7 @@ def load_knowledge(directory: Path) -> Knowledge:
         directory=directory,
         version=docs["version"]["version"],
         content_hash=content_hash(directory),
+        evidence_lines=dict(cards_doc.get("evidence_lines", {})),
     )
 
 
@@ -438,9 +479,27 @@ def _card_kind(
             problems.append(f"{where}: override reason '{reason}' is not defined")
 
     phrases = {
-        name: tuple(Phrase(p["text"], p.get("when")) for p in alternatives)
+        name: tuple(
+            Phrase(p["text"], p.get("when"), tuple(p.get("sources", []))) for p in alternatives
+        )
         for name, alternatives in card.get("phrases", {}).items()
     }
+    references = {}
+
+    def reference(what: str, cited_key: str) -> None:
+        """A source a phrase or suggestion adds to the card when it is shown."""
+        cite(f"{where}: {what}", cited_key)
+        found = sources.get(cited_key)
+        if found is None:
+            return
+        if "short" not in found:
+            problems.append(f"{where}: source '{cited_key}' has no short citation")
+        references[cited_key] = (found.get("short", ""), found.get("url"))
+
+    for name, alternatives in phrases.items():
+        for phrase in alternatives:
+            for cited_key in phrase.sources:
+                reference(f"phrase '{name}'", cited_key)
     for name, alternatives in phrases.items():
         if name in facts:
             problems.append(f"{where}: phrase '{name}' has the name of a fact")
@@ -464,16 +523,21 @@ def _card_kind(
     def text(spec: dict[str, Any], what: str) -> Text:
         summaries = spec["summary"] if isinstance(spec["summary"], list) else [spec["summary"]]
         for summary in summaries:
-            check_template(summary, f"{what}summary")
+            check_template(summary, f"{what}summary", tuple(phrases))
         check_template(spec["detail"], f"{what}detail", tuple(phrases))
-        _check_summary_fits(summaries[-1], cards_doc["fact_examples"], f"{where}: {what}", problems)
+        # A phrase a summary names is checked in its longest wording.
+        examples = dict(cards_doc["fact_examples"])
+        for name, alternatives in phrases.items():
+            worded = [str(fill(p.text, examples)) for p in alternatives]
+            examples[name] = max(worded, key=len)
+        _check_summary_fits(summaries[-1], examples, f"{where}: {what}", problems)
         return Text(tuple(summaries), spec["detail"])
 
     main = text(card, "")
     suggestions = []
     for spec in card.get("suggestions", []):
         what = f"suggestion '{spec['id']}'"
-        check_template(spec["label"], what)
+        check_template(spec["label"], what, tuple(phrases))
         if spec.get("when") and spec["when"] not in facts:
             problems.append(f"{where}: {what}: when '{spec['when']}' is not among its facts")
         actions = []
@@ -495,9 +559,15 @@ def _card_kind(
                         f"{where}: {what}: resource_id_fact '{fact}' is not among its facts"
                     )
                 actions.append(Action("delete", action["description"], resource_id_fact=fact))
+        for cited_key in spec.get("sources", []):
+            reference(what, cited_key)
         suggestions.append(
             Suggestion(
-                spec["label"], tuple(actions), spec.get("when"), spec.get("recommended", False)
+                spec["label"],
+                tuple(actions),
+                spec.get("when"),
+                spec.get("recommended", False),
+                tuple(spec.get("sources", [])),
             )
         )
 
@@ -548,6 +618,7 @@ def _card_kind(
         links=links,
         snooze_days=card["snooze_days"],
         mode=card.get("mode", "active"),
+        references=references,
     )
     variants = {}
     for name, alt in card.get("variants", {}).items():

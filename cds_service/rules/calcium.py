@@ -9,8 +9,9 @@ from typing import Any
 
 from cds_service.fhir.data import Quantity, Resource, clinical_time, items, label, quantity
 from cds_service.knowledge import Knowledge
+from cds_service.knowledge.loader import fill
 from cds_service.rules.common import condition_line, day, medicine_line, names
-from cds_service.rules.evaluation import Evaluation, Finding, reference
+from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
 from cds_service.units import Analyte, concentration
 
 # Albumin is converted between mass units only (g/L, g/dL), where its molar mass plays no part.
@@ -28,12 +29,15 @@ DXA_FACT = "dxa_due"
 
 @dataclass(frozen=True)
 class Reading:
-    """A calcium, magnesium or 25-OH vitamin D result in the unit its thresholds use."""
+    """A calcium, magnesium or 25-OH vitamin D result in the unit its thresholds use, judged
+    there and shown in the unit the laboratory reported it in."""
 
     analyte: str  # "total" or "ionized" calcium, "magnesium", "vitamin D"
     value: float  # the value compared with the limits (albumin-corrected for a total calcium)
     measured: float  # the value as measured, same unit
     unit: str
+    lab_unit: str  # the unit of the Observation's valueQuantity, as written there
+    per_lab_unit: float  # one lab_unit in `unit` (concentration units are linear)
     lower_limit: float
     upper_limit: float | None
     limit_from_lab: bool
@@ -43,11 +47,28 @@ class Reading:
 
     @property
     def low(self) -> bool:
-        return self.value < self.lower_limit  # strict: a value at the limit is not low
+        return self.below(self.lower_limit)  # strict: a value at the limit is not low
 
     @property
     def high(self) -> bool:
-        return self.upper_limit is not None and self.value > self.upper_limit
+        return self.upper_limit is not None and self.above(self.upper_limit)
+
+    # Compared as the card shows them, in the laboratory's unit: 1.7 mg/dL magnesium is at the
+    # 0.70 mmol/L limit (1.70 mg/dL), not below it, and the card never says "1.7, below 1.7".
+    def below(self, limit: float) -> bool:
+        """Whether the judged value is below a limit given in `unit`."""
+        return self._in_lab_unit(self.value) < self._in_lab_unit(limit)
+
+    def above(self, limit: float) -> bool:
+        """Whether the judged value is above a limit given in `unit`."""
+        return self._in_lab_unit(self.value) > self._in_lab_unit(limit)
+
+    def _in_lab_unit(self, value: float) -> float:
+        return round(value / self.per_lab_unit, 2)
+
+    def shown(self, value: float) -> str:
+        """A value in `unit` written in the laboratory's unit, for card text."""
+        return _fmt(self._in_lab_unit(value))
 
 
 def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
@@ -74,7 +95,11 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
 
 
 def supplement_ordered(
-    ev: Evaluation, base: dict[str, Any], evidence: tuple[str, ...], in_scope: bool
+    ev: Evaluation,
+    ordered: Medicine,
+    base: dict[str, Any],
+    evidence: tuple[str, ...],
+    in_scope: bool,
 ) -> list[Finding]:
     """Ordering calcium + vitamin D: warn on a high calcium (whatever the scope: it is a safety
     warning); for a patient in scope, ask for a calcium when none is within the look-back."""
@@ -83,11 +108,8 @@ def supplement_ordered(
         facts = {**base, "window_days": _window_days(ev)}
         return [Finding("calcium-order-without-result", facts, evidence)] if in_scope else []
     if reading.high:
-        return [
-            Finding(
-                "calcium-high", {**base, **_calcium_facts(reading)}, (*evidence, _line(reading))
-            )
-        ]
+        facts = {**base, **_calcium_facts(reading), **supplement_facts(ev, [ordered])}
+        return [Finding("calcium-high", facts, (*evidence, _line(reading)))]
     return []
 
 
@@ -100,7 +122,7 @@ def offer_dxa(ev: Evaluation, findings: list[Finding]) -> list[Finding]:
         if DXA_FACT in ev.knowledge.cards[finding.kind].facts:
             evidence = finding.evidence
             if due:
-                line = f"- age {ev.age}; no bone density (DXA) result or osteoporosis diagnosis on file"
+                line = fill(ev.knowledge.evidence_lines["dxa_due"], {"age": ev.age})
                 evidence = (*evidence, line)
             finding = dataclasses.replace(
                 finding, facts={**finding.facts, DXA_FACT: due}, evidence=evidence
@@ -161,7 +183,8 @@ def _calcium(ev: Evaluation, observation: Resource) -> Reading | None:
     unit = "mmol/L" if ionized else "mg/dL"
     calcium = analyte(ev.knowledge, "calcium")
     value = concentration(measured, unit, calcium)
-    if value is None:
+    per_lab_unit = _per_lab_unit(measured, unit, calcium)
+    if value is None or per_lab_unit is None:
         return None
     low, high = _lab_range(observation, unit, calcium)
     albumin = None if (ionized or corrected_by_lab) else _albumin_near(ev, observation)
@@ -176,6 +199,8 @@ def _calcium(ev: Evaluation, observation: Resource) -> Reading | None:
         value=judged,
         measured=value,
         unit=unit,
+        lab_unit=_unit_text(measured),
+        per_lab_unit=per_lab_unit,
         lower_limit=ev.threshold(f"calcium-{kind}-low") if low is None else low,
         upper_limit=ev.threshold(f"calcium-{kind}-high") if high is None else high,
         limit_from_lab=low is not None,
@@ -183,6 +208,16 @@ def _calcium(ev: Evaluation, observation: Resource) -> Reading | None:
         observation=observation,
         when=clinical_time(observation),
     )
+
+
+def _per_lab_unit(measured: Quantity, unit: str, substance: Analyte) -> float | None:
+    """One of the result's own unit in `unit` (None when not convertible, or absurd)."""
+    one = concentration(Quantity(1.0, measured.code, measured.unit), unit, substance)
+    return one if one is not None and one > 0 else None
+
+
+def _unit_text(measured: Quantity) -> str:
+    return (measured.unit or measured.code or "").strip()
 
 
 def _lab_range(
@@ -232,14 +267,29 @@ def _albumin_near(ev: Evaluation, calcium: Resource) -> float | None:
 
 
 def _calcium_facts(reading: Reading) -> dict[str, object]:
-    kind = "corrected total" if reading.corrected_with is not None else reading.analyte
+    """The value and limits in the laboratory's unit; which calcium, and whose limits."""
     return {
-        "calcium_kind": f"{kind} calcium",
-        "calcium": _fmt(reading.value),
-        "unit": reading.unit,
+        "ionized": reading.analyte == "ionized",
+        "corrected": reading.corrected_with is not None,
+        "limit_from_lab": reading.limit_from_lab,
+        "calcium": reading.shown(reading.value),
+        "unit": reading.lab_unit,
         "date": day(reading.when),
-        "lower_limit": _fmt(reading.lower_limit),
-        "upper_limit": "" if reading.upper_limit is None else _fmt(reading.upper_limit),
+        "lower_limit": reading.shown(reading.lower_limit),
+        "upper_limit": "" if reading.upper_limit is None else reading.shown(reading.upper_limit),
+    }
+
+
+def supplement_facts(ev: Evaluation, supplements: list[Medicine]) -> dict[str, bool]:
+    """Which calcium supplement is on file: none, one with vitamin D (a combination product, or
+    vitamin D prescribed beside it), or calcium alone."""
+    with_vitamin_d = bool(supplements) and bool(
+        ev.medicines("calcium-vitamin-d", supplements) or ev.medicines("cholecalciferol")
+    )
+    return {
+        "not_on_supplement": not supplements,
+        "on_calcium_with_vitamin_d": with_vitamin_d,
+        "on_calcium_alone": bool(supplements) and not with_vitamin_d,
     }
 
 
@@ -248,11 +298,8 @@ def _low(ev: Evaluation, reading: Reading) -> Finding:
     severe = ev.threshold(f"calcium-{reading.analyte}-severe")
     facts: dict[str, object] = {
         **_calcium_facts(reading),
-        "limit_source": "the laboratory's reference range"
-        if reading.limit_from_lab
-        else "the default lower limit",
-        "severe_limit": _fmt(severe),
-        "not_on_supplement": not supplements,
+        **supplement_facts(ev, supplements),
+        "severe_limit": reading.shown(severe),
         # A coded hypomagnesemia or vitamin D deficiency has its own card, which orders the level.
         "needs_magnesium": _latest(ev, "magnesium") is None
         and not ev.conditions("hypomagnesemia", active_only=True),
@@ -265,7 +312,7 @@ def _low(ev: Evaluation, reading: Reading) -> Finding:
         found = _latest(ev, vs_id)
         if found is not None:
             evidence.append(_result_line(found))
-    kind = "calcium-low-severe" if reading.value < severe else "calcium-low"
+    kind = "calcium-low-severe" if reading.below(severe) else "calcium-low"
     return Finding(kind, facts, tuple(evidence))
 
 
@@ -273,8 +320,14 @@ def _high_on_supplement(ev: Evaluation, reading: Reading, supplements: list[Any]
     """A high calcium while calcium + vitamin D continues (no card without a supplement)."""
     if not supplements:
         return []
-    facts = {**_calcium_facts(reading), "medicine": names(supplements)}
-    evidence = (_line(reading), *map(medicine_line, supplements))
+    # Vitamin D prescribed beside the calcium raises calcium too: it is named with it.
+    taken = [*supplements, *(m for m in ev.medicines("cholecalciferol") if m not in supplements)]
+    facts = {
+        **_calcium_facts(reading),
+        **supplement_facts(ev, supplements),
+        "medicine": names(taken),
+    }
+    evidence = (_line(reading), *map(medicine_line, taken))
     return [Finding("calcium-high", facts, evidence)]
 
 
@@ -292,14 +345,10 @@ def _magnesium(ev: Evaluation) -> Finding | None:
     if reading is not None:
         if not reading.low:
             return None  # a current normal result outweighs an older coded diagnosis
-        facts = {"finding": f"{_fmt(reading.value)} mmol/L on {day(reading.when)}"}
-        return Finding("magnesium-low", {**facts, "needs_level": False}, (_result_line(reading),))
+        return Finding("magnesium-low", _result_facts(reading), (_result_line(reading),))
     if not coded:
         return None
-    facts = {"finding": label(coded[0].get("code")) or "hypomagnesemia"}
-    return Finding(
-        "magnesium-low", {**facts, "needs_level": True}, tuple(map(condition_line, coded))
-    )
+    return Finding("magnesium-low", _coded_facts(coded[0]), tuple(map(condition_line, coded)))
 
 
 def _vitamin_d(ev: Evaluation) -> Finding | None:
@@ -314,18 +363,40 @@ def _vitamin_d(ev: Evaluation) -> Finding | None:
     if reading is not None:
         if not reading.low:
             return None
-        deficient = reading.value < ev.threshold("vitamin-d-25oh-deficient")
-        facts = {
-            "finding": f"{_fmt(reading.value)} ng/mL on {day(reading.when)}",
-            "needs_level": False,
-        }
+        deficient = reading.below(ev.threshold("vitamin-d-25oh-deficient"))
         return Finding(
-            "vitamin-d-low", facts, (_result_line(reading),), "warning" if deficient else None
+            "vitamin-d-low",
+            _result_facts(reading),
+            (_result_line(reading),),
+            "warning" if deficient else None,
         )
     if not coded:
         return None
-    facts = {"finding": label(coded[0].get("code")) or "vitamin D deficiency", "needs_level": True}
-    return Finding("vitamin-d-low", facts, tuple(map(condition_line, coded)))
+    return Finding("vitamin-d-low", _coded_facts(coded[0]), tuple(map(condition_line, coded)))
+
+
+def _result_facts(reading: Reading) -> dict[str, object]:
+    """A low magnesium or vitamin D result, as the laboratory reported it."""
+    return {
+        "value": reading.shown(reading.value),
+        "unit": reading.lab_unit,
+        "date": day(reading.when),
+        "diagnosis": "",
+        "named": False,
+        "needs_level": False,
+    }
+
+
+def _coded_facts(condition: Resource) -> dict[str, object]:
+    """A coded deficiency with no result in the look-back: the level is to be ordered."""
+    return {
+        "value": "",
+        "unit": "",
+        "date": "",
+        "diagnosis": label(condition.get("code")) or "",
+        "named": bool(label(condition.get("code"))),
+        "needs_level": True,
+    }
 
 
 def _window_days(ev: Evaluation) -> str:
@@ -352,7 +423,8 @@ def _simple_reading(
             return None  # newest first: the rest is older still
         measured = quantity(observation.get("valueQuantity"))
         value = None if measured is None else concentration(measured, unit, substance)
-        if value is None:
+        per_lab_unit = None if measured is None else _per_lab_unit(measured, unit, substance)
+        if measured is None or value is None or per_lab_unit is None:
             continue
         low = _lab_range(observation, unit, substance)[0] if lab_range else None
         return Reading(
@@ -360,6 +432,8 @@ def _simple_reading(
             value=value,
             measured=value,
             unit=unit,
+            lab_unit=_unit_text(measured),
+            per_lab_unit=per_lab_unit,
             lower_limit=ev.threshold(default_low) if low is None else low,
             upper_limit=None,
             limit_from_lab=low is not None,
@@ -378,25 +452,26 @@ def _result_line(found: Reading | Resource) -> str:
     name = label(observation.get("code")) or "result"
     text = f"- {name}: {measured} on {day(clinical_time(observation))} ({reference(observation)})"
     if isinstance(found, Reading):
-        text += f"; lower limit {_fmt(found.lower_limit)} {found.unit}"
+        text += f"; lower limit {found.shown(found.lower_limit)} {found.lab_unit}"
     return text
 
 
 def _line(reading: Reading) -> str:
     obs = reading.observation
+    unit = reading.lab_unit
     text = (
-        f"- {reading.analyte} calcium {_fmt(reading.measured)} {reading.unit} on "
+        f"- {reading.analyte} calcium {reading.shown(reading.measured)} {unit} on "
         f"{day(reading.when)} ({reference(obs)})"
     )
     if reading.corrected_with is not None:
         text += (
-            f"; corrected for albumin {_fmt(reading.corrected_with)} g/dL to {_fmt(reading.value)} "
-            f"{reading.unit} (calculated)"
+            f"; corrected for albumin {_fmt(reading.corrected_with)} g/dL to "
+            f"{reading.shown(reading.value)} {unit} (calculated)"
         )
-    text += f"; reference {_fmt(reading.lower_limit)}"
+    text += f"; reference {reading.shown(reading.lower_limit)}"
     if reading.upper_limit is not None:
-        text += f"-{_fmt(reading.upper_limit)}"
-    return f"{text} {reading.unit}"
+        text += f"-{reading.shown(reading.upper_limit)}"
+    return f"{text} {unit}"
 
 
 def _fmt(value: float) -> str:

@@ -27,7 +27,15 @@ from cds_service.rules.evaluation import Evaluation, Finding, Medicine, referenc
 
 PATIENT_VIEW = "patient-view"
 # The facts in which a finding names medicines (card text joins several with ", ").
-_MEDICINE_FACTS = ("medicine", "partner", "others", "relaxants", "depressants", "medicines")
+_MEDICINE_FACTS = (
+    "medicine",
+    "partner",
+    "others",
+    "relaxants",
+    "depressants",
+    "medicines",
+    "combined",
+)
 
 
 def evaluate(ev: Evaluation) -> list[Finding]:
@@ -58,17 +66,22 @@ def older_adult(ev: Evaluation) -> bool:
 def stop_facts(ev: Evaluation, medicine: Medicine) -> dict[str, Any]:
     """The facts of a suggestion to stop a medicine under review: on patient-view a current
     medicine is discontinued; when ordering, a draft is removed and a re-signed order not renewed."""
-    request, name = medicine.request, medicine.name
-    if ev.hook == PATIENT_VIEW:
-        label = f"Discontinue {name}"
+    request = medicine.request
+    discontinue = ev.hook == PATIENT_VIEW
+    if discontinue:
         deletable = request.get("resourceType") == "MedicationRequest" and valid_id(
             request.get("id")
         )
     else:
-        draft = status(request) == "draft"
-        label = f"Remove the draft order for {name}" if draft else f"Do not renew {name}"
         deletable = valid_id(request.get("id"))
-    return {"medicine": name, "order": medicine.ref, "deletable": deletable, "stop_label": label}
+    return {
+        "medicine": medicine.name,
+        "order": medicine.ref,
+        "deletable": deletable,
+        # The suggestion's label (cards.yaml phrase stop_label) says which.
+        "discontinue": discontinue,
+        "draft": not discontinue and status(request) == "draft",
+    }
 
 
 def beers_muscle_relaxants(ev: Evaluation, under_review: list[Medicine]) -> list[Finding]:
@@ -224,10 +237,42 @@ def relaxant_with_opioid_or_benzodiazepine(
     depressants = ev.medicines("opioids", regimen) + ev.medicines("benzodiazepines", regimen)
     if not relaxants or not depressants or not _involves(under_review, relaxants + depressants):
         return []
-    facts = {"relaxants": names(relaxants), "depressants": names(depressants)}
-    evidence = tuple(map(medicine_line, [*relaxants, *depressants]))
-    variant = _baclofen_variant(ev, relaxants)
+    # One product with both (carisoprodol + aspirin + codeine) is one medicine: named once.
+    combined = [m for m in relaxants if _involves([m], depressants)]
+    relaxants = [m for m in relaxants if m not in combined]
+    depressants = [m for m in depressants if not _involves([m], combined)]
+    parts = [
+        ingredient(ev, m, vs_id)
+        for m in combined
+        for vs_id in ("muscle-relaxants", "opioids", "benzodiazepines")
+        if ev.is_in(m, vs_id)
+    ]
+    facts = {
+        "relaxants": names(relaxants),
+        "depressants": names(depressants),
+        "combined": names(combined),
+        "ingredients": " and ".join(dict.fromkeys(p for p in parts if p)),
+        "named_ingredients": all(parts),
+        "others": names(relaxants + depressants),
+        "has_others": bool(relaxants or depressants),
+        "baclofen": bool(ev.medicines("baclofen", relaxants)),
+    }
+    evidence = tuple(map(medicine_line, [*combined, *relaxants, *depressants]))
+    variant = "one-product" if combined else _baclofen_variant(ev, relaxants)
     return [Finding("relaxant-with-cns-depressant", facts, evidence, variant=variant)]
+
+
+def ingredient(ev: Evaluation, medicine: Medicine, vs_id: str) -> str | None:
+    """The ingredient of a medicine that puts it in a value set: the title of the single-drug
+    value set it is in ("Carisoprodol" for a product named "Soma"), else the set's name found in
+    its text ("codeine"), else None (the card then names the class)."""
+    vs = ev.knowledge.valueset(vs_id)
+    for member in vs.members:
+        if ev.is_in(medicine, member):
+            return ingredient(ev, medicine, member)
+    if vs.title.lower() in vs.names:
+        return vs.title.lower()
+    return vs.name_in(medicine.texts)
 
 
 def cns_active_burden(
@@ -240,18 +285,29 @@ def cns_active_burden(
     active = ev.medicines("cns-active", regimen)
     if not _involves(under_review, active):
         return []
+    # Beers counts drugs: a product holding two CNS-active drugs (carisoprodol + codeine) is two.
+    classes = ev.knowledge.valueset("cns-active").members
     distinct: dict[str, Medicine] = {}
     for medicine in active:
-        distinct.setdefault(identity(ev, medicine, "cns-active"), medicine)
+        drugs = {
+            ingredient(ev, medicine, vs_id) or identity(ev, medicine, vs_id)
+            for vs_id in classes
+            if ev.is_in(medicine, vs_id)
+        }
+        for drug in drugs or {identity(ev, medicine, "cns-active")}:
+            distinct.setdefault(drug, medicine)
     minimum = int(ev.threshold("cns-active-count"))
     if len(distinct) < minimum:
         return []
-    facts = {
+    facts: dict[str, object] = {
         "count": str(len(distinct)),
         "medicines": names(distinct.values()),
         "minimum": str(minimum),
     }
-    evidence = tuple(map(medicine_line, distinct.values()))
+    products = list(distinct.values())
+    unique = [m for i, m in enumerate(products) if all(m is not o for o in products[:i])]
+    facts["combined"] = len(unique) < len(products)
+    evidence = tuple(map(medicine_line, unique))
     variant = _baclofen_variant(ev, list(distinct.values()))
     return [Finding("cns-active-burden", facts, evidence, variant=variant)]
 

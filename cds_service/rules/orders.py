@@ -64,7 +64,7 @@ def check_order(ev: Evaluation, ordered: Medicine) -> list[Finding]:
     if ordered_is("enzyme-inducing-antiepileptics"):
         found.append(Finding("enzyme-inducing-antiepileptic", {"medicines": name}, evidence))
     if ordered_is("calcium-supplements"):
-        found.extend(calcium.supplement_ordered(ev, base, evidence, in_scope(ev)))
+        found.extend(calcium.supplement_ordered(ev, ordered, base, evidence, in_scope(ev)))
     return found
 
 

@@ -46,8 +46,13 @@ def evaluate(ev: Evaluation) -> list[Finding]:
         # A calcium workup or EEG review card, when shown, holds that part of the workup: the
         # differential points to it rather than saying it twice.
         shown = {f.kind for f in findings}
+        reading = calcium.calcium_reading(ev)
         facts = {
             "calcium_card": "calcium-workup" in shown,
+            # A calcium in the look-back that is not low: the workup is not "order a calcium",
+            # and a high one is no reason to mention calcium + vitamin D.
+            "calcium_high": reading is not None and reading.high,
+            "calcium_not_low": reading is not None,
             "eeg_card": "eeg-report-review" in shown,
         }
         findings.append(Finding("differential-workup", facts))

@@ -68,6 +68,24 @@ BREAKAGES = [
         "when: dxa_overdue",
         "cards.yaml: calcium-low: suggestion 'order-dxa': when 'dxa_overdue' is not among its facts",
     ),
+    (  # a wording cites its sources, which must exist
+        "cards.yaml",
+        "sources: [PAYNE]}",
+        "sources: [NOWHERE]}",
+        "cards.yaml: calcium-low: phrase 'calcium_kind': source 'NOWHERE' is not in sources.yaml",
+    ),
+    (
+        "cards.yaml",
+        "        sources: [USPSTF_OSTEO]\n",
+        "        sources: [NOWHERE]\n",
+        "cards.yaml: calcium-low: suggestion 'order-dxa': source 'NOWHERE' is not in sources.yaml",
+    ),
+    (
+        "cards.yaml",
+        '  dxa_due: "- age {age};',
+        '  dxa_due: "- born {birth_date};',
+        "cards.yaml: evidence_lines: dxa_due names '{birth_date}'",
+    ),
     (
         "cards.yaml",
         "resource: magnesium-level",

@@ -14,17 +14,6 @@ from tests.conftest import FIXTURES, NOW, SERVICE_ID
 
 # Facts that quote the record (a report's own sentence), not text of ours.
 QUOTED = {("eeg-epileptiform-untreated", "eeg_finding")}
-# Sentences still built in Python by rules of other owners (issue 18 item 7: to move into the card
-# kinds' `phrases`); listed so that no new one appears unnoticed. Empty it as they move.
-PYTHON_SENTENCES = {
-    ("calcium-low", "supplement_status"),
-    ("calcium-low", "magnesium_status"),
-    ("calcium-low", "vitamin_d_status"),
-    ("calcium-low-severe", "supplement_status"),
-    ("calcium-low-severe", "magnesium_status"),
-    ("calcium-low-severe", "vitamin_d_status"),
-    ("calcium-workup", "dxa_status"),
-}
 
 
 def scenario_now(scenario: dict[str, Any]) -> datetime:
@@ -52,7 +41,7 @@ def test_each_finding_supplies_its_declared_facts(knowledge: Knowledge) -> None:
             missing = set(knowledge.cards[finding.kind].facts) - set(finding.facts)
             assert not missing, (path.stem, finding.kind, missing)
             for name, value in finding.facts.items():
-                if (finding.kind, name) in QUOTED | PYTHON_SENTENCES or not isinstance(value, str):
+                if (finding.kind, name) in QUOTED or not isinstance(value, str):
                     continue
                 # A sentence a card shows lives in cards/ (a phrase), not in a rule's facts.
                 assert not value.rstrip().endswith("."), (path.stem, finding.kind, name, value)
