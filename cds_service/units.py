@@ -153,3 +153,27 @@ def _factor(value: Any, target_unit: Any) -> float | None:
     if one.units == target_unit.units:
         return None
     return float(one.to(target_unit).magnitude)
+
+
+def below(value: float, limit: float) -> bool:
+    """Whether `value` is below `limit`, judged at the precision the limit is written with.
+
+    Limits are rounded numbers (0.70 mmol/L stands for 1.7 mg/dL; 20 ng/mL for 50 nmol/L), and a
+    value converted from the lab's unit carries the rounding of the conversion (1.7 mg/dL x 0.4114
+    = 0.6994 mmol/L). The value is rounded to one decimal more than the limit is written with
+    (0.70 -> 2 decimals, 8.5 -> 2, 1.12 -> 3), so a value at the limit in the lab's own unit is
+    not beyond it while any value a lab reports below it is. Strict: at the limit is not below.
+    """
+    return _at_precision(value, limit) < limit
+
+
+def above(value: float, limit: float) -> bool:
+    """Whether `value` is above `limit`, judged at the limit's precision (see `below`)."""
+    return _at_precision(value, limit) > limit
+
+
+def _at_precision(value: float, limit: float) -> float:
+    written = repr(float(limit))
+    if "e" in written or "." not in written:  # no plain decimal form: compare as it is
+        return value
+    return round(value, len(written.split(".")[1]) + 1)

@@ -11,7 +11,7 @@ from cds_service.fhir.data import Quantity, Resource, clinical_time, items, labe
 from cds_service.knowledge import Knowledge
 from cds_service.rules.common import condition_line, day, medicine_line, names
 from cds_service.rules.evaluation import Evaluation, Finding, reference
-from cds_service.units import Analyte, concentration
+from cds_service.units import Analyte, above, below, concentration
 
 # Albumin is converted between mass units only (g/L, g/dL), where its molar mass plays no part.
 ALBUMIN = Analyte("albumin", molar_mass_g_per_mol=66_500, valence=1)
@@ -21,6 +21,10 @@ _ANALYTES = {
     "magnesium": ("magnesium-molar-mass", 2),
     "25-OH vitamin D": ("vitamin-d-25oh-molar-mass", 1),
 }
+
+# The supplements that raise calcium (calcium, vitamin D alone or together): each is reviewed when
+# calcium is high, whether ordered or continued.
+RAISE_CALCIUM = "calcium-or-vitamin-d"
 
 # The fact a card kind declares (cards/cards.yaml) when it can carry the bone-density-scan suggestion.
 DXA_FACT = "dxa_due"
@@ -43,11 +47,11 @@ class Reading:
 
     @property
     def low(self) -> bool:
-        return self.value < self.lower_limit  # strict: a value at the limit is not low
+        return below(self.value, self.lower_limit)  # at the limit's precision; strict
 
     @property
     def high(self) -> bool:
-        return self.upper_limit is not None and self.value > self.upper_limit
+        return self.upper_limit is not None and above(self.value, self.upper_limit)
 
 
 def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
@@ -63,7 +67,7 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
         findings.append(_low(ev, reading))
         points = True
     elif reading.high:
-        findings.extend(_high_on_supplement(ev, reading, ev.medicines("calcium-supplements")))
+        findings.extend(_high_on_supplement(ev, reading, ev.medicines(RAISE_CALCIUM)))
     # Vitamin D raises calcium: with a high calcium no vitamin D card proposes it.
     vitamin_d = None if reading is not None and reading.high else _vitamin_d(ev)
     for finding in (_magnesium(ev), vitamin_d):
@@ -89,6 +93,15 @@ def supplement_ordered(
             )
         ]
     return []
+
+
+def supplement_with_high_calcium(ev: Evaluation) -> list[Finding]:
+    """A high calcium while a calcium or vitamin D supplement continues, for any patient (the
+    warning ordering gives whatever the cramp scope)."""
+    reading = calcium_reading(ev)
+    if reading is None or not reading.high:
+        return []
+    return _high_on_supplement(ev, reading, ev.medicines(RAISE_CALCIUM))
 
 
 def offer_dxa(ev: Evaluation, findings: list[Finding]) -> list[Finding]:
@@ -265,7 +278,7 @@ def _low(ev: Evaluation, reading: Reading) -> Finding:
         found = _latest(ev, vs_id)
         if found is not None:
             evidence.append(_result_line(found))
-    kind = "calcium-low-severe" if reading.value < severe else "calcium-low"
+    kind = "calcium-low-severe" if below(reading.value, severe) else "calcium-low"
     return Finding(kind, facts, tuple(evidence))
 
 
@@ -314,7 +327,7 @@ def _vitamin_d(ev: Evaluation) -> Finding | None:
     if reading is not None:
         if not reading.low:
             return None
-        deficient = reading.value < ev.threshold("vitamin-d-25oh-deficient")
+        deficient = below(reading.value, ev.threshold("vitamin-d-25oh-deficient"))
         facts = {
             "finding": f"{_fmt(reading.value)} ng/mL on {day(reading.when)}",
             "needs_level": False,

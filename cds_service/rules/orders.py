@@ -63,8 +63,11 @@ def check_order(ev: Evaluation, ordered: Medicine) -> list[Finding]:
         found.append(Finding("carisoprodol-schedule-iv", base, evidence))
     if ordered_is("enzyme-inducing-antiepileptics"):
         found.append(Finding("enzyme-inducing-antiepileptic", {"medicines": name}, evidence))
-    if ordered_is("calcium-supplements"):
-        found.extend(calcium.supplement_ordered(ev, base, evidence, in_scope(ev)))
+    if ordered_is(calcium.RAISE_CALCIUM):
+        # The "no calcium result" reminder is for calcium ordered for cramps; the high-calcium
+        # warning is for vitamin D alone too.
+        remind = ordered_is("calcium-supplements") and in_scope(ev)
+        found.extend(calcium.supplement_ordered(ev, base, evidence, remind))
     return found
 
 
