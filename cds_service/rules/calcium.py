@@ -47,11 +47,18 @@ class Reading:
 
     @property
     def low(self) -> bool:
-        return below(self.value, self.lower_limit)  # at the limit's precision; strict
+        return below(self.value, self.lower_limit, self.scale)
 
     @property
     def high(self) -> bool:
-        return self.upper_limit is not None and above(self.value, self.upper_limit)
+        return self.upper_limit is not None and above(self.value, self.upper_limit, self.scale)
+
+    @property
+    def scale(self) -> float:
+        """The factor that converted the result from the lab's unit into `unit` (limits are
+        judged in the lab's unit: units.below)."""
+        reported = quantity(self.observation.get("valueQuantity"))
+        return self.measured / reported.value if reported and reported.value else 1.0
 
 
 def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
@@ -278,7 +285,7 @@ def _low(ev: Evaluation, reading: Reading) -> Finding:
         found = _latest(ev, vs_id)
         if found is not None:
             evidence.append(_result_line(found))
-    kind = "calcium-low-severe" if below(reading.value, severe) else "calcium-low"
+    kind = "calcium-low-severe" if below(reading.value, severe, reading.scale) else "calcium-low"
     return Finding(kind, facts, tuple(evidence))
 
 
@@ -327,7 +334,8 @@ def _vitamin_d(ev: Evaluation) -> Finding | None:
     if reading is not None:
         if not reading.low:
             return None
-        deficient = below(reading.value, ev.threshold("vitamin-d-25oh-deficient"))
+        limit = ev.threshold("vitamin-d-25oh-deficient")
+        deficient = below(reading.value, limit, reading.scale)
         facts = {
             "finding": f"{_fmt(reading.value)} ng/mL on {day(reading.when)}",
             "needs_level": False,
