@@ -141,7 +141,10 @@ def test_medication_safety_runs_on_patient_view_whatever_the_cramp_scope(
             "medicationCodeableConcept": {"text": text},
         }
 
-    medicines = [request("t", "tizanidine 4 mg tablet"), request("c", "ciprofloxacin 500 mg tablet")]
+    medicines = [
+        request("t", "tizanidine 4 mg tablet"),
+        request("c", "ciprofloxacin 500 mg tablet"),
+    ]
     rule_set = RULES["post-stroke-cramps-patient-view"]
     for conditions in ([], [condition("i", ICD, "I63.9", "2026-02-14")]):
         ev = evaluation(knowledge, conditions=conditions, medication_requests=medicines)
