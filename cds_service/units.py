@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -161,3 +162,50 @@ def _factor(value: Any, target_unit: Any) -> float | None:
     if one.units == target_unit.units:
         return None
     return float(one.to(target_unit).magnitude)
+
+
+# Digits kept of a number worked out in floating point (a limit or value divided by a
+# conversion factor): enough for any lab value, few enough to drop float noise (1.6999999999999998).
+_FLOAT_DIGITS = 12
+
+
+def below(value: float, limit: float, scale: float = 1.0) -> bool:
+    """Whether `value` is below `limit` (both in the rule's unit), judged in the result's own unit.
+
+    `scale` is the factor that converted the result into the rule's unit (1 when it was reported
+    in it). Limits are rounded numbers (0.70 mmol/L stands for 1.7 mg/dL, 20 ng/mL for 50 nmol/L),
+    so a limit translated into the result's unit keeps one significant figure more than it is
+    written with (0.70 mmol/L -> 1.7 mg/dL, 8.5 mg/dL -> 2.12 mmol/L, 20 ng/mL -> 49.92 nmol/L):
+    a value at the limit in the lab's own unit is not beyond it, any value below it is. Strict:
+    a value at the limit is not below it.
+    """
+    at, judged = _in_result_unit(value, limit, scale)
+    return at < judged
+
+
+def above(value: float, limit: float, scale: float = 1.0) -> bool:
+    """Whether `value` is above `limit`, judged in the result's own unit (see `below`)."""
+    at, judged = _in_result_unit(value, limit, scale)
+    return at > judged
+
+
+def _in_result_unit(value: float, limit: float, scale: float) -> tuple[float, float]:
+    if not (math.isfinite(scale) and scale > 0):
+        scale = 1.0
+    digits = min(_significant_figures(limit) + 1, _FLOAT_DIGITS)
+    return _round(value / scale, _FLOAT_DIGITS), _round(limit / scale, digits)
+
+
+def _significant_figures(number: float) -> int:
+    """The significant figures a limit is written with, as YAML gave it (7.0 -> 2, 0.70 -> 1)."""
+    written = repr(float(number))
+    if "e" in written or "n" in written:  # exponent, inf or nan: keep every digit
+        return _FLOAT_DIGITS
+    return max(len(written.lstrip("-").replace(".", "").lstrip("0")), 1)
+
+
+def _round(number: float, figures: int) -> float:
+    """`number` to `figures` significant figures."""
+    if number == 0 or not math.isfinite(number):
+        return number
+    return round(number, figures - 1 - math.floor(math.log10(abs(number))))

@@ -70,7 +70,7 @@ def test_the_hemiparesis_wording_asks_for_an_assessment(knowledge: Knowledge) ->
     finding = Finding("spasticity-review", facts, variant="hemiparesis")
     card = render_card(finding, knowledge.cards["spasticity-review"], Clock(), CALL)
     assert card["summary"] == f"Hemiparesis ({LONG}): assess for spasticity"
-    assert "spasticity is not recorded" in card["detail"]
+    assert "no spasticity diagnosis was found" in card["detail"]
 
 
 def test_a_phrase_is_chosen_by_the_facts(knowledge: Knowledge) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from cds_service.fhir.data import Quantity
 from cds_service.rules.calcium import ALBUMIN
-from cds_service.units import MAX_UNIT_LENGTH, Analyte, concentration
+from cds_service.units import MAX_UNIT_LENGTH, Analyte, above, below, concentration
 
 # Calcium as cards/thresholds.yaml gives it (calcium-molar-mass, CIAAW standard atomic weight).
 CALCIUM = Analyte("calcium", molar_mass_g_per_mol=40.078, valence=2)
@@ -49,3 +49,76 @@ def test_each_installation_has_its_own_pint_cache() -> None:
 
     assert pint_cache_dir("/a/.venv") != pint_cache_dir("/b/.venv")
     assert pint_cache_dir("/a/.venv") == pint_cache_dir("/a/.venv")
+
+
+MAGNESIUM = Analyte("magnesium", molar_mass_g_per_mol=24.305, valence=2)
+VITAMIN_D = Analyte("25-OH vitamin D", molar_mass_g_per_mol=400.64, valence=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "analyte", "target", "limit", "is_below"),
+    [
+        # magnesium-low 0.70 mmol/L = 1.7 mg/dL = 1.4 mEq/L: at, below and above in each unit
+        (1.7, "mg/dL", MAGNESIUM, "mmol/L", 0.70, False),  # 0.6994: a conversion artefact
+        (1.69, "mg/dL", MAGNESIUM, "mmol/L", 0.70, True),
+        (1.6, "mg/dL", MAGNESIUM, "mmol/L", 0.70, True),
+        (1.8, "mg/dL", MAGNESIUM, "mmol/L", 0.70, False),
+        (0.70, "mmol/L", MAGNESIUM, "mmol/L", 0.70, False),
+        (0.69, "mmol/L", MAGNESIUM, "mmol/L", 0.70, True),
+        (1.4, "meq/L", MAGNESIUM, "mmol/L", 0.70, False),
+        (1.3, "meq/L", MAGNESIUM, "mmol/L", 0.70, True),
+        # calcium-total-low 8.5 mg/dL (2.12 mmol/L); calcium-total-severe 7.0 mg/dL (1.75 mmol/L)
+        (2.12, "mmol/L", CALCIUM, "mg/dL", 8.5, False),  # 8.4966
+        (2.11, "mmol/L", CALCIUM, "mg/dL", 8.5, True),
+        (8.5, "mg/dL", CALCIUM, "mg/dL", 8.5, False),
+        (8.49, "mg/dL", CALCIUM, "mg/dL", 8.5, True),
+        (1.75, "mmol/L", CALCIUM, "mg/dL", 7.0, False),  # 7.0138
+        (1.74, "mmol/L", CALCIUM, "mg/dL", 7.0, True),  # 6.9736
+        # calcium-ionized-low 1.12 mmol/L (4.489 mg/dL)
+        (4.49, "mg/dL", CALCIUM, "mmol/L", 1.12, False),
+        (4.48, "mg/dL", CALCIUM, "mmol/L", 1.12, True),
+        # vitamin-d-25oh-low 20 ng/mL (49.92 nmol/L); -deficient 12 ng/mL (29.95 nmol/L)
+        (50, "nmol/L", VITAMIN_D, "ng/mL", 20, False),
+        (49.9, "nmol/L", VITAMIN_D, "ng/mL", 20, True),
+        (30, "nmol/L", VITAMIN_D, "ng/mL", 12, False),
+        (29.9, "nmol/L", VITAMIN_D, "ng/mL", 12, True),
+        (20, "ng/mL", VITAMIN_D, "ng/mL", 20, False),
+        (19.9, "ng/mL", VITAMIN_D, "ng/mL", 20, True),
+    ],
+)
+def test_below_a_limit_judged_in_the_results_unit(
+    value: float, unit: str, analyte: Analyte, target: str, limit: float, is_below: bool
+) -> None:
+    converted = concentration(Quantity(value, unit, unit), target, analyte)
+    assert converted is not None
+    assert below(converted, limit, converted / value) is is_below
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "limit", "is_above"),
+    [
+        (2.62, "mmol/L", 10.5, False),  # calcium-total-high 10.5 mg/dL: 10.5007
+        (2.63, "mmol/L", 10.5, True),  # 10.5405
+        (10.5, "mg/dL", 10.5, False),
+        (10.51, "mg/dL", 10.5, True),
+    ],
+)
+def test_above_a_limit_judged_in_the_results_unit(
+    value: float, unit: str, limit: float, is_above: bool
+) -> None:
+    converted = concentration(Quantity(value, unit, unit), "mg/dL", CALCIUM)
+    assert converted is not None
+    assert above(converted, limit, converted / value) is is_above
+
+
+def test_a_lab_limit_converted_like_the_value_compares_exactly() -> None:
+    # The lab's range in the result's unit, converted with the same factor: float noise only.
+    low = concentration(Quantity(1.7, "mg/dL", "mg/dL"), "mmol/L", MAGNESIUM)
+    assert low is not None
+    assert not below(low, low, low / 1.7)
+    assert below(low * 0.999, low, low / 1.7)
+
+
+def test_without_a_conversion_the_limit_is_exact() -> None:
+    assert below(59.99, 60) and not below(60, 60)  # eGFR, mL/min/1.73 m2 as reported
+    assert below(8.499, 8.5) and not below(8.5, 8.5)

@@ -227,6 +227,7 @@ class Knowledge:
     def silent_kinds(self) -> list[str]:
         """The card kinds recorded but not shown."""
         return sorted(k for k, c in self.cards.items() if c.mode == "silent")
+
     # Evidence lines that state what is missing from the record (cards.yaml evidence_lines).
     evidence_lines: dict[str, str] = field(default_factory=dict)
 

@@ -12,7 +12,7 @@ from cds_service.knowledge import Knowledge
 from cds_service.knowledge.loader import fill
 from cds_service.rules.common import condition_line, day, medicine_line, names
 from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
-from cds_service.units import Analyte, concentration
+from cds_service.units import Analyte, above, below, concentration
 
 # Albumin is converted between mass units only (g/L, g/dL), where its molar mass plays no part.
 ALBUMIN = Analyte("albumin", molar_mass_g_per_mol=66_500, valence=1)
@@ -22,6 +22,10 @@ _ANALYTES = {
     "magnesium": ("magnesium-molar-mass", 2),
     "25-OH vitamin D": ("vitamin-d-25oh-molar-mass", 1),
 }
+
+# The supplements that raise calcium (calcium, vitamin D alone or together): each is reviewed when
+# calcium is high, whether ordered or continued.
+RAISE_CALCIUM = "calcium-or-vitamin-d"
 
 # The fact a card kind declares (cards/cards.yaml) when it can carry the bone-density-scan suggestion.
 DXA_FACT = "dxa_due"
@@ -53,15 +57,15 @@ class Reading:
     def high(self) -> bool:
         return self.upper_limit is not None and self.above(self.upper_limit)
 
-    # Compared as the card shows them, in the laboratory's unit: 1.7 mg/dL magnesium is at the
-    # 0.70 mmol/L limit (1.70 mg/dL), not below it, and the card never says "1.7, below 1.7".
+    # Judged in the laboratory's unit at the precision the limit is written with (units.below):
+    # 1.7 mg/dL magnesium is at the 0.70 mmol/L limit, not below it.
     def below(self, limit: float) -> bool:
         """Whether the judged value is below a limit given in `unit`."""
-        return self._in_lab_unit(self.value) < self._in_lab_unit(limit)
+        return below(self.value, limit, self.per_lab_unit)
 
     def above(self, limit: float) -> bool:
         """Whether the judged value is above a limit given in `unit`."""
-        return self._in_lab_unit(self.value) > self._in_lab_unit(limit)
+        return above(self.value, limit, self.per_lab_unit)
 
     def _in_lab_unit(self, value: float) -> float:
         return round(value / self.per_lab_unit, 2)
@@ -84,7 +88,7 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
         findings.append(_low(ev, reading))
         points = True
     elif reading.high:
-        findings.extend(_high_on_supplement(ev, reading, ev.medicines("calcium-supplements")))
+        findings.extend(_high_on_supplement(ev, reading, ev.medicines(RAISE_CALCIUM)))
     # Vitamin D raises calcium: with a high calcium no vitamin D card proposes it.
     vitamin_d = None if reading is not None and reading.high else _vitamin_d(ev)
     for finding in (_magnesium(ev), vitamin_d):
@@ -111,6 +115,15 @@ def supplement_ordered(
         facts = {**base, **_calcium_facts(reading), **supplement_facts(ev, [ordered])}
         return [Finding("calcium-high", facts, (*evidence, _line(reading)))]
     return []
+
+
+def supplement_with_high_calcium(ev: Evaluation) -> list[Finding]:
+    """A high calcium while a calcium or vitamin D supplement continues, for any patient (the
+    warning ordering gives whatever the cramp scope)."""
+    reading = calcium_reading(ev)
+    if reading is None or not reading.high:
+        return []
+    return _high_on_supplement(ev, reading, ev.medicines(RAISE_CALCIUM))
 
 
 def offer_dxa(ev: Evaluation, findings: list[Finding]) -> list[Finding]:
@@ -281,15 +294,17 @@ def _calcium_facts(reading: Reading) -> dict[str, object]:
 
 
 def supplement_facts(ev: Evaluation, supplements: list[Medicine]) -> dict[str, bool]:
-    """Which calcium supplement is on file: none, one with vitamin D (a combination product, or
-    vitamin D prescribed beside it), or calcium alone."""
+    """Which supplement is on file: none, calcium with vitamin D (a combination product, or vitamin
+    D prescribed beside it), calcium alone, or vitamin D alone."""
+    with_calcium = bool(ev.medicines("calcium-supplements", supplements))
     with_vitamin_d = bool(supplements) and bool(
         ev.medicines("calcium-vitamin-d", supplements) or ev.medicines("cholecalciferol")
     )
     return {
         "not_on_supplement": not supplements,
-        "on_calcium_with_vitamin_d": with_vitamin_d,
-        "on_calcium_alone": bool(supplements) and not with_vitamin_d,
+        "on_calcium_with_vitamin_d": with_calcium and with_vitamin_d,
+        "on_calcium_alone": with_calcium and not with_vitamin_d,
+        "on_vitamin_d_alone": with_vitamin_d and not with_calcium,
     }
 
 

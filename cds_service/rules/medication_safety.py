@@ -24,6 +24,7 @@ from cds_service.fhir.data import (
 )
 from cds_service.rules.common import day, medicine_line, names
 from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
+from cds_service.units import below
 
 PATIENT_VIEW = "patient-view"
 # The facts in which a finding names medicines (card text joins several with ", ").
@@ -38,10 +39,12 @@ _MEDICINE_FACTS = (
 )
 
 
-def evaluate(ev: Evaluation) -> list[Finding]:
-    """patient-view: every medication-safety card for the patient's current medicines."""
+def evaluate(ev: Evaluation, cramps: bool) -> list[Finding]:
+    """patient-view: every medication-safety card for the patient's current medicines (quinine
+    only when `cramps` are documented)."""
     current = ev.current_medicines
-    return [*review(ev, current, current), *quinine_for_cramps(ev, current)]
+    quinine = quinine_for_cramps(ev, current) if cramps else []
+    return [*review(ev, current, current), *quinine]
 
 
 def review(ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]) -> list[Finding]:
@@ -113,7 +116,7 @@ def baclofen_with_low_egfr(ev: Evaluation, under_review: list[Medicine]) -> list
         return []
     value, observation = egfr
     limit = ev.threshold("baclofen-egfr-limit")
-    if value >= limit:
+    if not below(value, limit):
         return []
     taken = day(clinical_time(observation))
     facts = {"egfr": f"{value:g}", "date": taken, "limit": f"{limit:g}"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from cds_service.fhir.data import Resource, items, iter_bundle, status
 from cds_service.rules import calcium, medication_safety
 from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
-from cds_service.rules.patient_view import in_scope
+from cds_service.rules.patient_view import cramps_documented, in_scope
 
 NOT_BEING_SIGNED = {"cancelled", "stopped", "completed", "entered-in-error", "revoked"}
 
@@ -63,8 +63,11 @@ def check_order(ev: Evaluation, ordered: Medicine) -> list[Finding]:
         found.append(Finding("carisoprodol-schedule-iv", base, evidence))
     if ordered_is("enzyme-inducing-antiepileptics"):
         found.append(Finding("enzyme-inducing-antiepileptic", {"medicines": name}, evidence))
-    if ordered_is("calcium-supplements"):
-        found.extend(calcium.supplement_ordered(ev, ordered, base, evidence, in_scope(ev)))
+    if ordered_is(calcium.RAISE_CALCIUM):
+        # The "no calcium result" reminder is for calcium ordered for cramps; the high-calcium
+        # warning is for vitamin D alone too.
+        remind = ordered_is("calcium-supplements") and in_scope(ev)
+        found.extend(calcium.supplement_ordered(ev, ordered, base, evidence, remind))
     return found
 
 
@@ -72,4 +75,4 @@ def _for_cramps(ev: Evaluation, order: Resource) -> bool:
     """Quinine is flagged when ordered for cramps: the order's reason, or documented leg cramps."""
     if any(ev.coded(reason, "leg-cramps") for reason in items(order.get("reasonCode"))):
         return True
-    return bool(ev.conditions("leg-cramps", active_only=True))
+    return cramps_documented(ev)  # coded or written, as on patient-view

@@ -34,14 +34,21 @@ def cramps_documented(ev: Evaluation) -> bool:
 
 
 def evaluate(ev: Evaluation) -> list[Finding]:
-    """All findings for a patient-view call; none when the patient is out of scope."""
-    if not in_scope(ev):
-        return []
+    """All findings for a patient-view call.
+
+    The medication-safety checks run for every patient, as they do when the same medicines are
+    ordered (order-select, order-sign): a combination is as dangerous whether or not cramps are
+    charted. Quinine is flagged only with documented cramps (it is the cramp use that is unsafe).
+    The three causes' cards and the differential need the scope (infarction and leg cramps).
+    """
+    cramps = cramps_documented(ev)
+    safety = medication_safety.evaluate(ev, cramps)
+    if not (cramps and infarctions(ev)):
+        return [*safety, *calcium.supplement_with_high_calcium(ev)]
     calcium_findings, calcium_points = calcium.evaluate(ev)
     spasticity_findings, spasticity_points = spasticity.evaluate(ev)
     seizure_findings, seizure_points = seizure.evaluate(ev)
-    findings = [*calcium_findings, *spasticity_findings, *seizure_findings]
-    findings.extend(medication_safety.evaluate(ev))
+    findings = [*calcium_findings, *spasticity_findings, *seizure_findings, *safety]
     if not (calcium_points or spasticity_points or seizure_points):
         # A calcium workup or EEG review card, when shown, holds that part of the workup: the
         # differential points to it rather than saying it twice.

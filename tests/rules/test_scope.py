@@ -69,6 +69,21 @@ def test_the_same_encounter_makes_the_same_event_and_an_infarction_code_always_c
         ("No leg cramps", False),
         ("Leg cramps: none", False),
         ("Knee pain", False),
+        # Word forms and word order (issue 18: "calf cramping" was not recognised).
+        ("calf cramping", True),
+        ("Nocturnal leg cramping", True),
+        ("Cramping of right calf", True),
+        ("Legs cramped at night", True),
+        ("Cramps in both calves", True),
+        ("Spasm of the left calf", True),
+        ("Night-time muscle cramps", True),
+        ("No calf cramping", False),
+        ("Denies cramping in the legs", False),
+        ("History of leg cramps", False),
+        # A cramp word alone, or with no leg word near it, is not a leg cramp.
+        ("Abdominal cramps", False),
+        ("Menstrual cramping", False),
+        ("Cramping abdominal pain after meals, leg swelling", False),
     ],
 )
 def test_cramps_written_with_a_local_code_count_unless_negated(
@@ -111,3 +126,47 @@ def test_every_rule_set_is_silent_for_a_deceased_patient(
     assert ev.deceased is deceased
     findings = RULES["post-stroke-cramps-patient-view"](ev)
     assert (findings == []) is deceased
+
+
+def test_medication_safety_runs_on_patient_view_whatever_the_cramp_scope(
+    knowledge: Knowledge,
+) -> None:
+    # Issue 18 item 2: the checks ordering runs for every patient run on patient-view too.
+    def request(rid: str, text: str) -> dict[str, Any]:
+        return {
+            "resourceType": "MedicationRequest",
+            "id": rid,
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": {"text": text},
+        }
+
+    medicines = [
+        request("t", "tizanidine 4 mg tablet"),
+        request("c", "ciprofloxacin 500 mg tablet"),
+    ]
+    rule_set = RULES["post-stroke-cramps-patient-view"]
+    for conditions in ([], [condition("i", ICD, "I63.9", "2026-02-14")]):
+        ev = evaluation(knowledge, conditions=conditions, medication_requests=medicines)
+        kinds = [(f.kind, f.variant) for f in rule_set(ev)]
+        assert kinds == [("tizanidine-cyp1a2-interaction", None)]
+
+
+def test_quinine_on_patient_view_needs_documented_cramps(knowledge: Knowledge) -> None:
+    quinine = {
+        "resourceType": "MedicationRequest",
+        "id": "q",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"text": "quinine sulfate 324 mg capsule"},
+    }
+    written = {
+        "resourceType": "Condition",
+        "id": "c",
+        "code": {"coding": [{"system": "urn:oid:1.2.3", "code": "L-1"}], "text": "calf cramping"},
+    }
+    rule_set = RULES["post-stroke-cramps-patient-view"]
+    without = evaluation(knowledge, medication_requests=[quinine])
+    assert rule_set(without) == []
+    with_cramps = evaluation(knowledge, conditions=[written], medication_requests=[quinine])
+    assert [f.kind for f in rule_set(with_cramps)] == ["quinine-for-cramps"]
