@@ -57,18 +57,25 @@ def older_adult(ev: Evaluation) -> bool:
 
 def stop_facts(ev: Evaluation, medicine: Medicine) -> dict[str, Any]:
     """The facts of a suggestion to stop a medicine under review: on patient-view a current
-    medicine is discontinued; when ordering, a draft is removed and a re-signed order not renewed."""
+    medicine is discontinued; when ordering, a draft (`draft`: not yet taken) is removed and a
+    re-signed order not renewed."""
     request, name = medicine.request, medicine.name
+    draft = ev.hook != PATIENT_VIEW and status(request) == "draft"
     if ev.hook == PATIENT_VIEW:
         label = f"Discontinue {name}"
         deletable = request.get("resourceType") == "MedicationRequest" and valid_id(
             request.get("id")
         )
     else:
-        draft = status(request) == "draft"
         label = f"Remove the draft order for {name}" if draft else f"Do not renew {name}"
         deletable = valid_id(request.get("id"))
-    return {"medicine": name, "order": medicine.ref, "deletable": deletable, "stop_label": label}
+    return {
+        "medicine": name,
+        "order": medicine.ref,
+        "deletable": deletable,
+        "stop_label": label,
+        "draft": draft,
+    }
 
 
 def beers_muscle_relaxants(ev: Evaluation, under_review: list[Medicine]) -> list[Finding]:
@@ -77,18 +84,17 @@ def beers_muscle_relaxants(ev: Evaluation, under_review: list[Medicine]) -> list
     if not older_adult(ev):
         return []
     ordering = ev.hook != PATIENT_VIEW
-    return [
-        Finding(
-            "beers-muscle-relaxant",
-            {
-                **stop_facts(ev, m),
-                "age": str(ev.age),
-                "replaceable": ordering and valid_id(m.request.get("id")),
-            },
-            (medicine_line(m),),
-        )
-        for m in ev.medicines("muscle-relaxants-beers", under_review)
-    ]
+    found = []
+    for m in ev.medicines("muscle-relaxants-beers", under_review):
+        facts = {
+            **stop_facts(ev, m),
+            "age": str(ev.age),
+            "replaceable": ordering and valid_id(m.request.get("id")),
+        }
+        # A draft is not yet taken: the order is reconsidered rather than the medicine stopped.
+        variant = "ordering" if facts["draft"] else None
+        found.append(Finding("beers-muscle-relaxant", facts, (medicine_line(m),), variant=variant))
+    return found
 
 
 def baclofen_with_low_egfr(ev: Evaluation, under_review: list[Medicine]) -> list[Finding]:

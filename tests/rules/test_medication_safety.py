@@ -10,7 +10,13 @@ import pytest
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge import Knowledge
 from cds_service.rules.evaluation import Evaluation, Finding
-from cds_service.rules.medication_safety import older_adult, one_per_combination, systemic
+from cds_service.rules.medication_safety import (
+    beers_muscle_relaxants,
+    older_adult,
+    one_per_combination,
+    stop_facts,
+    systemic,
+)
 
 SCT = "http://snomed.info/sct"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -130,3 +136,36 @@ def test_older_adult_from_the_threshold_age(
     knowledge: Knowledge, birth: str | None, expected: bool
 ) -> None:
     assert older_adult(_evaluation(knowledge, birth)) is expected
+
+
+def _order(status: str, name: str = "carisoprodol 350 MG Oral Tablet") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "o",
+        "status": status,
+        "medicationCodeableConcept": {"text": name},
+    }
+
+
+@pytest.mark.parametrize(
+    ("hook", "status", "draft", "variant", "label"),
+    [
+        # A draft is not yet taken: the order is reconsidered, not the medicine stopped.
+        ("order-select", "draft", True, "ordering", "Remove the draft order for"),
+        ("order-sign", "draft", True, "ordering", "Remove the draft order for"),
+        # A re-signed active order is already taken: stopping (not renewing) it is the advice.
+        ("order-sign", "active", False, None, "Do not renew"),
+        ("patient-view", "active", False, None, "Discontinue"),
+    ],
+)
+def test_a_draft_order_reads_as_reconsidering_the_order(
+    knowledge: Knowledge, hook: str, status: str, draft: bool, variant: str | None, label: str
+) -> None:
+    ev = _evaluation(knowledge, "1950-01-01")
+    ev.hook = hook
+    medicine = ev.medicine(_order(status))
+
+    assert stop_facts(ev, medicine)["draft"] is draft
+    [finding] = beers_muscle_relaxants(ev, [medicine])
+    assert finding.variant == variant
+    assert finding.facts["stop_label"].startswith(label)
