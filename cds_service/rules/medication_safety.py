@@ -45,8 +45,19 @@ def review(ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]
         *duplicate_muscle_relaxants(ev, under_review, regimen),
         *relaxant_with_opioid_or_benzodiazepine(ev, under_review, regimen),
         *cns_active_burden(ev, under_review, regimen),
+        *unidentified(regimen),
     ]
     return one_per_combination(found)
+
+
+def unidentified(regimen: list[Medicine]) -> list[Finding]:
+    """The medicines of the regimen nothing names (a reference to a Medication not received): the
+    checks above cannot include them, so this is said rather than read as "no interaction"."""
+    unknown = [m for m in regimen if not m.identified]
+    if not unknown:
+        return []
+    facts = {"count": str(len(unknown)), "orders": ", ".join(m.ref for m in unknown)}
+    return [Finding("medication-unidentified", facts, tuple(map(medicine_line, unknown)))]
 
 
 def older_adult(ev: Evaluation) -> bool:

@@ -16,7 +16,10 @@ from cds_service.rules.medication_safety import (
     one_per_combination,
     stop_facts,
     systemic,
+    tizanidine_with_cyp1a2_inhibitor,
+    unidentified,
 )
+from tests.support.builders import searchset
 
 SCT = "http://snomed.info/sct"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -169,3 +172,66 @@ def test_a_draft_order_reads_as_reconsidering_the_order(
     [finding] = beers_muscle_relaxants(ev, [medicine])
     assert finding.variant == variant
     assert finding.facts["stop_label"].startswith(label)
+
+
+TIZANIDINE_MEDICATION = {
+    "resourceType": "Medication",
+    "id": "tiz",
+    "code": {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "57258"}]
+    },
+}
+CIPROFLOXACIN = {
+    "resourceType": "MedicationRequest",
+    "id": "cipro",
+    "status": "active",
+    "medicationCodeableConcept": {"text": "ciprofloxacin 500 MG Oral Tablet"},
+}
+
+
+def _by_reference(reference: str, **more: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "tiz-order",
+        "status": "active",
+        "medicationReference": {"reference": reference},
+        **more,
+    }
+
+
+@pytest.mark.parametrize(
+    ("request_", "bundle"),
+    [
+        # A Medication returned beside the order (prefetch or _include), by relative reference...
+        (_by_reference("Medication/tiz"), [TIZANIDINE_MEDICATION]),
+        # ... or by an absolute one,
+        (_by_reference("http://ehr.example/fhir/R4/Medication/tiz"), [TIZANIDINE_MEDICATION]),
+        # or a contained Medication.
+        (_by_reference("#tiz", contained=[TIZANIDINE_MEDICATION]), []),
+    ],
+)
+def test_a_medicine_named_by_reference_is_read_from_its_medication(
+    knowledge: Knowledge, request_: dict[str, Any], bundle: list[dict[str, Any]]
+) -> None:
+    record = PatientRecord.from_resources("p", [searchset(request_, CIPROFLOXACIN, *bundle)])
+    ev = Evaluation("patient-view", {"patientId": "p"}, record, knowledge, NOW)
+    current = ev.current_medicines
+
+    [finding] = tizanidine_with_cyp1a2_inhibitor(ev, current, current)
+    assert finding.variant is None  # the contraindicated (critical) wording
+    assert unidentified(current) == []
+
+
+def test_a_medicine_nothing_names_is_said_to_be_unidentified_not_passed_silently(
+    knowledge: Knowledge,
+) -> None:
+    record = PatientRecord.from_resources(
+        "p", [searchset(_by_reference("Medication/not-sent"), CIPROFLOXACIN)]
+    )
+    ev = Evaluation("patient-view", {"patientId": "p"}, record, knowledge, NOW)
+    current = ev.current_medicines
+
+    assert tizanidine_with_cyp1a2_inhibitor(ev, current, current) == []  # nothing is guessed
+    [finding] = unidentified(current)
+    assert finding.kind == "medication-unidentified"
+    assert finding.facts == {"count": "1", "orders": "MedicationRequest/tiz-order"}
