@@ -146,7 +146,8 @@ def latest_egfr(ev: Evaluation) -> tuple[float, Resource] | None:
 def systemic(ev: Evaluation, medicine: Medicine) -> bool:
     """Whether a medicine reaches the circulation. Not when every coded route of its dosage is
     ophthalmic, otic or topical; with no coded route, not when the route text, the medicine's name
-    or its dose form says so (eye or ear drops). A coded oral or IV route wins over text."""
+    or its dose form says so (eye or ear drops, a skin cream or gel), unless the text also names a
+    systemic route (vaginal cream, transdermal gel). A coded oral or IV route wins over text."""
     request = medicine.request
     dosages = items(request.get("dosageInstruction")) + items(request.get("dosage"))
     routes = [
@@ -162,7 +163,8 @@ def systemic(ev: Evaluation, medicine: Medicine) -> bool:
         *texts(medication.get("form")),
         *(t for r in routes for t in texts(r)),
     ]
-    return local.name_in(words) is None
+    systemic_text = ev.knowledge.valueset("systemic-routes").name_in(words) is not None
+    return systemic_text or local.name_in(words) is None
 
 
 def cyp1a2_inhibitor(ev: Evaluation, medicine: Medicine) -> str | None:

@@ -78,6 +78,16 @@ def _route(code: str | None, text: str | None = None) -> dict[str, Any]:
         ("ciprofloxacin 0.3% ophthalmic solution", [], False),
         ("ciprofloxacin 0.3% eye drops", [{"text": "1 drop each eye"}], False),
         ("Ciprodex otic suspension", [], False),
+        # Skin dose forms in the text are route evidence (issue 18 attack, k03)...
+        ("acyclovir 5 % cream (Zovirax)", [{"text": "apply to lesions"}], False),
+        ("acyclovir 5% ointment", [], False),
+        ("verapamil 2% gel", [], False),
+        # ... unless a systemic route is named beside them, or the form is a patch.
+        ("estradiol 0.01% vaginal cream", [], True),
+        ("testosterone 1% transdermal gel", [], True),
+        ("ethinyl estradiol / norelgestromin transdermal patch", [], True),
+        ("famotidine oral gel", [], True),
+        ("acyclovir cream", [{"route": _route(None, "Rectal")}], True),
         ("acyclovir 5% cream", [{"route": _route("6064005")}], False),  # coded topical
         ("ciprofloxacin 0.3% solution", [{"route": _route("54485002")}], False),  # ophthalmic
         ("ciprofloxacin 0.3% solution", [{"route": _route(None, "Otic")}], False),  # route text
