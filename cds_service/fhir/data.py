@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 Resource = dict[str, Any]
@@ -102,6 +102,25 @@ def parse_date(value: Any) -> date | None:
     """A FHIR date as a date."""
     parsed = parse_datetime(value)
     return parsed.date() if parsed else None
+
+
+def last_possible_date(value: Any) -> date | None:
+    """The last day a FHIR date may stand for: a partial date ("1961", "1961-11") ends with its
+    year or month, a full date is itself."""
+    partial = _PARTIAL_DATE.match(value) if isinstance(value, str) else None
+    if partial is None:
+        return parse_date(value)
+    year, month, day = partial.groups()
+    try:
+        if day:
+            return date(int(year), int(month), int(day))
+        if month:
+            date(int(year), int(month), 1)  # month 13 is no month
+            following = date(int(year) + int(month) // 12, int(month) % 12 + 1, 1)
+            return following - timedelta(days=1)
+        return date(int(year), 12, 31)
+    except ValueError:
+        return None
 
 
 def clinical_time(resource: Resource) -> datetime | None:

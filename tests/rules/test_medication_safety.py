@@ -143,6 +143,11 @@ def test_a_request_not_to_give_a_medicine_is_not_taken(knowledge: Knowledge) -> 
         ("1961-11-24", True),  # 65 today
         ("1950-01-01", True),
         (None, False),  # unknown age: Beers is not assumed to apply
+        # A partial birth date: the age certainly reached (the patient may be 64 until its end).
+        ("1961", False),
+        ("1961-11", False),  # born 1-30 November 1961: 65 only from 30 November
+        ("1961-10", True),  # born in October 1961: 65 by 24 November 2026 whatever the day
+        ("1960", True),
     ],
 )
 def test_older_adult_from_the_threshold_age(
