@@ -265,9 +265,15 @@ def cns_active_burden(
     minimum = int(ev.threshold("cns-active-count"))
     if len(distinct) < minimum:
         return []
+    # The detail names a few; the evidence lists every one (a detail stays under 1,000 characters).
+    named = sorted({m.name for m in distinct.values()})
+    shown = int(ev.threshold("medicines-named-in-text"))
+    more = max(len(named) - shown, 0)
     facts = {
         "count": str(len(distinct)),
-        "medicines": names(distinct.values()),
+        "medicines": ", ".join(named[:shown] if more else named),
+        "more": str(more),
+        "has_more": more > 0,
         "minimum": str(minimum),
     }
     evidence = tuple(map(medicine_line, distinct.values()))

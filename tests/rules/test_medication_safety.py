@@ -12,6 +12,7 @@ from cds_service.knowledge import Knowledge
 from cds_service.rules.evaluation import Evaluation, Finding
 from cds_service.rules.medication_safety import (
     beers_muscle_relaxants,
+    cns_active_burden,
     older_adult,
     one_per_combination,
     stop_facts,
@@ -250,3 +251,19 @@ def test_a_medicine_nothing_names_is_said_to_be_unidentified_not_passed_silently
     [finding] = unidentified(current)
     assert finding.kind == "medication-unidentified"
     assert finding.facts == {"count": "1", "orders": "MedicationRequest/tiz-order"}
+
+
+def test_the_burden_card_names_a_few_medicines_and_counts_the_rest(knowledge: Knowledge) -> None:
+    drugs = ["gabapentin", "oxycodone", "lorazepam", "sertraline", "quetiapine", "zolpidem"]
+    requests = [
+        {**_order("active", f"{drug} tablet"), "id": f"o{index}"}
+        for index, drug in enumerate(drugs)
+    ]
+    ev = _evaluation(knowledge, "1950-01-01", medication_requests=requests)
+    current = ev.current_medicines
+
+    [finding] = cns_active_burden(ev, current, current)
+    assert finding.facts["count"] == "6"
+    assert finding.facts["medicines"].count(",") == 3  # four named
+    assert (finding.facts["more"], finding.facts["has_more"]) == ("2", True)
+    assert len(finding.evidence) == 6  # the evidence lists every one
