@@ -185,6 +185,22 @@ def quantity(value: Any) -> Quantity | None:
     )
 
 
+_NUMBER_AS_TEXT = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def reported_quantity(observation: Resource) -> Quantity | None:
+    """An Observation's valueQuantity, else a valueString that holds only a number with an
+    optional comparator (labs send "<15" or ">60" as text), without a unit."""
+    found = quantity(observation.get("valueQuantity"))
+    text = observation.get("valueString")
+    if found is not None or not isinstance(text, str):
+        return found
+    match = _NUMBER_AS_TEXT.match(text)
+    if match is None:
+        return None
+    return Quantity(float(match.group(2)), None, None, None, match.group(1))
+
+
 def status_of(resource: Resource, element: str) -> set[str]:
     """The codes of a status CodeableConcept (Condition.clinicalStatus, verificationStatus)."""
     return {c.code for c in codings(resource.get(element))}

@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from cds_service.fhir.data import (
+    Quantity,
     Resource,
     clinical_time,
     codings,
     items,
-    quantity,
+    reported_quantity,
     status,
     texts,
     valid_id,
@@ -115,32 +116,45 @@ def baclofen_with_low_egfr(ev: Evaluation, under_review: list[Medicine]) -> list
     egfr = latest_egfr(ev) if baclofen else None
     if egfr is None:
         return []
-    value, observation = egfr
+    reported, observation = egfr
     limit = ev.threshold("baclofen-egfr-limit")
-    if value >= limit:
+    if not certainly_below(reported, limit):
         return []
     taken = day(clinical_time(observation))
-    facts = {"egfr": f"{value:g}", "date": taken, "limit": f"{limit:g}"}
+    # Shown as the lab reported it: "<15" stays "<15".
+    shown = f"{reported.comparator or ''}{reported.value:g}"
+    facts = {"egfr": shown, "date": taken, "limit": f"{limit:g}"}
     evidence = (
-        f"- eGFR {value:g} mL/min/1.73 m2 on {taken} ({reference(observation)})",
+        f"- eGFR {shown} mL/min/1.73 m2 on {taken} ({reference(observation)})",
         *map(medicine_line, baclofen),
     )
     variant = "older-adult" if older_adult(ev) else None
     return [Finding("baclofen-renal", facts, evidence, variant=variant)]
 
 
-def latest_egfr(ev: Evaluation) -> tuple[float, Resource] | None:
-    """The newest eGFR in its look-back window (values are reported in mL/min/1.73 m2)."""
+def latest_egfr(ev: Evaluation) -> tuple[Quantity, Resource] | None:
+    """The newest eGFR in its look-back window, as reported (values are in mL/min/1.73 m2; a
+    comparator, "<15" or ">60", is kept)."""
     window = ev.threshold("egfr-lookback-days")
     for observation in ev.results("egfr"):
         if not ev.within(observation, window):
             return None
-        q = quantity(observation.get("valueQuantity"))
+        q = reported_quantity(observation)
         if q is not None:
-            # ">60" style results mean "at least 60": not below the limit.
-            value = q.value + (0.001 if q.comparator in {">", ">="} else 0.0)
-            return value, observation
+            return q, observation
     return None
+
+
+def certainly_below(reported: Quantity, limit: float) -> bool:
+    """Whether a result is below the limit whatever its comparator means: "<15" is below 60,
+    ">60" is not, and ">30" (at least 30) might not be, so it is not called below."""
+    if reported.comparator is None:
+        return reported.value < limit
+    if reported.comparator == "<":
+        return reported.value <= limit
+    if reported.comparator == "<=":
+        return reported.value < limit
+    return False
 
 
 def systemic(ev: Evaluation, medicine: Medicine) -> bool:

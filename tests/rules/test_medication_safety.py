@@ -11,6 +11,7 @@ from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge import Knowledge
 from cds_service.rules.evaluation import Evaluation, Finding
 from cds_service.rules.medication_safety import (
+    baclofen_with_low_egfr,
     beers_muscle_relaxants,
     cns_active_burden,
     older_adult,
@@ -267,3 +268,40 @@ def test_the_burden_card_names_a_few_medicines_and_counts_the_rest(knowledge: Kn
     assert finding.facts["medicines"].count(",") == 3  # four named
     assert (finding.facts["more"], finding.facts["has_more"]) == ("2", True)
     assert len(finding.evidence) == 6  # the evidence lists every one
+
+
+def _egfr(value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": "egfr",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+        "effectiveDateTime": "2026-11-10",
+        **value,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ({"valueQuantity": {"value": 15, "comparator": "<", "code": "mL/min/{1.73_m2}"}}, "<15"),
+        ({"valueString": "<15"}, "<15"),
+        ({"valueString": " <= 59.9 "}, "<=59.9"),
+        ({"valueQuantity": {"value": 59, "code": "mL/min/{1.73_m2}"}}, "59"),
+        ({"valueQuantity": {"value": 60, "comparator": "<", "code": "mL/min/{1.73_m2}"}}, "<60"),
+        # Not certainly below 60: no card (at least 60; at least 30 may be 45 or 90; at 60).
+        ({"valueQuantity": {"value": 60, "comparator": ">", "code": "mL/min/{1.73_m2}"}}, None),
+        ({"valueString": ">30"}, None),
+        ({"valueQuantity": {"value": 60, "code": "mL/min/{1.73_m2}"}}, None),
+        ({"valueString": "<60 mL/min"}, None),  # a number with words is not read
+    ],
+)
+def test_the_egfr_is_shown_with_its_comparator_and_compared_for_certain(
+    knowledge: Knowledge, value: dict[str, Any], shown: str | None
+) -> None:
+    baclofen = _order("active", "baclofen 10 MG Oral Tablet")
+    ev = _evaluation(
+        knowledge, "1966-01-01", medication_requests=[baclofen], observations=[_egfr(value)]
+    )
+    findings = baclofen_with_low_egfr(ev, ev.current_medicines)
+    assert [f.facts["egfr"] for f in findings] == ([shown] if shown else [])
