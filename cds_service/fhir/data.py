@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
 Resource = dict[str, Any]
@@ -103,6 +103,25 @@ def parse_date(value: Any) -> date | None:
     return parsed.date() if parsed else None
 
 
+def last_possible_date(value: Any) -> date | None:
+    """The last day a FHIR date may stand for: a partial date ("1961", "1961-11") ends with its
+    year or month, a full date is itself."""
+    partial = _PARTIAL_DATE.match(value) if isinstance(value, str) else None
+    if partial is None:
+        return parse_date(value)
+    year, month, day = partial.groups()
+    try:
+        if day:
+            return date(int(year), int(month), int(day))
+        if month:
+            date(int(year), int(month), 1)  # month 13 is no month
+            following = date(int(year) + int(month) // 12, int(month) % 12 + 1, 1)
+            return following - timedelta(days=1)
+        return date(int(year), 12, 31)
+    except ValueError:
+        return None
+
+
 def clinical_time(resource: Resource) -> datetime | None:
     """When an Observation, DiagnosticReport or Procedure happened (effective/performed, else issued)."""
     for key in ("effectiveDateTime", "effectiveInstant", "performedDateTime", "issued"):
@@ -163,6 +182,22 @@ def quantity(value: Any) -> Quantity | None:
         system if isinstance(system, str) else None,
         comparator if isinstance(comparator, str) else None,
     )
+
+
+_NUMBER_AS_TEXT = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def reported_quantity(observation: Resource) -> Quantity | None:
+    """An Observation's valueQuantity, else a valueString that holds only a number with an
+    optional comparator (labs send "<15" or ">60" as text), without a unit."""
+    found = quantity(observation.get("valueQuantity"))
+    text = observation.get("valueString")
+    if found is not None or not isinstance(text, str):
+        return found
+    match = _NUMBER_AS_TEXT.match(text)
+    if match is None:
+        return None
+    return Quantity(float(match.group(2)), None, None, None, match.group(1))
 
 
 def status_of(resource: Resource, element: str) -> set[str]:

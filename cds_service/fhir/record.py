@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from cds_service.fhir.data import Resource, items, iter_bundle, parse_date, reference_id
+from cds_service.fhir.data import Resource, items, iter_bundle, last_possible_date, reference_id
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,10 @@ class PatientRecord:
 
     @property
     def birth_date(self) -> date | None:
-        """The patient's birth date, if known."""
-        return parse_date(self.patient.get("birthDate")) if self.patient else None
+        """The patient's birth date, if known; of a partial one ("1961", "1961-11") the last day it
+        may be, so that an age read from it is one the patient has certainly reached (a patient
+        born in 1961 may still be 64 on a day of 2026: an age threshold is not assumed met)."""
+        return last_possible_date(self.patient.get("birthDate")) if self.patient else None
 
     def medication_of(self, request: Resource) -> Resource | None:
         """The Medication a MedicationRequest points to (contained or prefetched), if any."""

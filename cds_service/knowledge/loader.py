@@ -543,7 +543,7 @@ def _card_kind(
             problems.append(f"{where}: {what}: when '{spec['when']}' is not among its facts")
         actions = []
         for action in spec["actions"]:
-            check_template(action["description"], what)
+            check_template(action["description"], what, tuple(phrases))
             if action["type"] == "create":
                 order = orders.get(action.get("resource", ""))
                 if order is None:

@@ -63,6 +63,12 @@ class Medicine:
         """`Type/id` of its MedicationRequest."""
         return reference(self.request)
 
+    @property
+    def identified(self) -> bool:
+        """Whether anything names the medicine: a code, a text or a display (its own or its
+        Medication's). One named only by a reference to a Medication not received is not."""
+        return bool(self.codings or self.texts)
+
 
 def condition_counts(condition: Resource) -> bool:
     """A Condition counts unless refuted or entered in error."""

@@ -13,18 +13,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from cds_service.fhir.data import (
+    Quantity,
     Resource,
     clinical_time,
     codings,
     items,
-    quantity,
+    reported_quantity,
     status,
     texts,
     valid_id,
 )
 from cds_service.rules.common import day, medicine_line, names
 from cds_service.rules.evaluation import Evaluation, Finding, Medicine, reference
-from cds_service.units import below
 
 PATIENT_VIEW = "patient-view"
 # The facts in which a finding names medicines (card text joins several with ", ").
@@ -56,8 +56,19 @@ def review(ev: Evaluation, under_review: list[Medicine], regimen: list[Medicine]
         *duplicate_muscle_relaxants(ev, under_review, regimen),
         *relaxant_with_opioid_or_benzodiazepine(ev, under_review, regimen),
         *cns_active_burden(ev, under_review, regimen),
+        *unidentified(regimen),
     ]
     return one_per_combination(found)
+
+
+def unidentified(regimen: list[Medicine]) -> list[Finding]:
+    """The medicines of the regimen nothing names (a reference to a Medication not received): the
+    checks above cannot include them, so this is said rather than read as "no interaction"."""
+    unknown = [m for m in regimen if not m.identified]
+    if not unknown:
+        return []
+    facts = {"count": str(len(unknown)), "orders": ", ".join(m.ref for m in unknown)}
+    return [Finding("medication-unidentified", facts, tuple(map(medicine_line, unknown)))]
 
 
 def older_adult(ev: Evaluation) -> bool:
@@ -93,18 +104,17 @@ def beers_muscle_relaxants(ev: Evaluation, under_review: list[Medicine]) -> list
     if not older_adult(ev):
         return []
     ordering = ev.hook != PATIENT_VIEW
-    return [
-        Finding(
-            "beers-muscle-relaxant",
-            {
-                **stop_facts(ev, m),
-                "age": str(ev.age),
-                "replaceable": ordering and valid_id(m.request.get("id")),
-            },
-            (medicine_line(m),),
-        )
-        for m in ev.medicines("muscle-relaxants-beers", under_review)
-    ]
+    found = []
+    for m in ev.medicines("muscle-relaxants-beers", under_review):
+        facts = {
+            **stop_facts(ev, m),
+            "age": str(ev.age),
+            "replaceable": ordering and valid_id(m.request.get("id")),
+        }
+        # A draft is not yet taken: the order is reconsidered rather than the medicine stopped.
+        variant = "ordering" if facts["draft"] else None
+        found.append(Finding("beers-muscle-relaxant", facts, (medicine_line(m),), variant=variant))
+    return found
 
 
 def baclofen_with_low_egfr(ev: Evaluation, under_review: list[Medicine]) -> list[Finding]:
@@ -114,38 +124,52 @@ def baclofen_with_low_egfr(ev: Evaluation, under_review: list[Medicine]) -> list
     egfr = latest_egfr(ev) if baclofen else None
     if egfr is None:
         return []
-    value, observation = egfr
+    reported, observation = egfr
     limit = ev.threshold("baclofen-egfr-limit")
-    if not below(value, limit):
+    if not certainly_below(reported, limit):
         return []
     taken = day(clinical_time(observation))
-    facts = {"egfr": f"{value:g}", "date": taken, "limit": f"{limit:g}"}
+    # Shown as the lab reported it: "<15" stays "<15".
+    shown = f"{reported.comparator or ''}{reported.value:g}"
+    facts = {"egfr": shown, "date": taken, "limit": f"{limit:g}"}
     evidence = (
-        f"- eGFR {value:g} mL/min/1.73 m2 on {taken} ({reference(observation)})",
+        f"- eGFR {shown} mL/min/1.73 m2 on {taken} ({reference(observation)})",
         *map(medicine_line, baclofen),
     )
     variant = "older-adult" if older_adult(ev) else None
     return [Finding("baclofen-renal", facts, evidence, variant=variant)]
 
 
-def latest_egfr(ev: Evaluation) -> tuple[float, Resource] | None:
-    """The newest eGFR in its look-back window (values are reported in mL/min/1.73 m2)."""
+def latest_egfr(ev: Evaluation) -> tuple[Quantity, Resource] | None:
+    """The newest eGFR in its look-back window, as reported (values are in mL/min/1.73 m2; a
+    comparator, "<15" or ">60", is kept)."""
     window = ev.threshold("egfr-lookback-days")
     for observation in ev.results("egfr"):
         if not ev.within(observation, window):
             return None
-        q = quantity(observation.get("valueQuantity"))
+        q = reported_quantity(observation)
         if q is not None:
-            # ">60" style results mean "at least 60": not below the limit.
-            value = q.value + (0.001 if q.comparator in {">", ">="} else 0.0)
-            return value, observation
+            return q, observation
     return None
+
+
+def certainly_below(reported: Quantity, limit: float) -> bool:
+    """Whether a result is below the limit whatever its comparator means: "<15" is below 60,
+    ">60" is not, and ">30" (at least 30) might not be, so it is not called below."""
+    if reported.comparator is None:
+        return reported.value < limit
+    if reported.comparator == "<":
+        return reported.value <= limit
+    if reported.comparator == "<=":
+        return reported.value < limit
+    return False
 
 
 def systemic(ev: Evaluation, medicine: Medicine) -> bool:
     """Whether a medicine reaches the circulation. Not when every coded route of its dosage is
     ophthalmic, otic or topical; with no coded route, not when the route text, the medicine's name
-    or its dose form says so (eye or ear drops). A coded oral or IV route wins over text."""
+    or its dose form says so (eye or ear drops, a skin cream or gel), unless the text also names a
+    systemic route (vaginal cream, transdermal gel). A coded oral or IV route wins over text."""
     request = medicine.request
     dosages = items(request.get("dosageInstruction")) + items(request.get("dosage"))
     routes = [
@@ -161,7 +185,8 @@ def systemic(ev: Evaluation, medicine: Medicine) -> bool:
         *texts(medication.get("form")),
         *(t for r in routes for t in texts(r)),
     ]
-    return local.name_in(words) is None
+    systemic_text = ev.knowledge.valueset("systemic-routes").name_in(words) is not None
+    return systemic_text or local.name_in(words) is None
 
 
 def cyp1a2_inhibitor(ev: Evaluation, medicine: Medicine) -> str | None:
@@ -302,9 +327,15 @@ def cns_active_burden(
     minimum = int(ev.threshold("cns-active-count"))
     if len(distinct) < minimum:
         return []
+    # The detail names a few; the evidence lists every one (a detail stays under 1,000 characters).
+    named = sorted({m.name for m in distinct.values()})
+    shown = int(ev.threshold("medicines-named-in-text"))
+    more = max(len(named) - shown, 0)
     facts: dict[str, object] = {
         "count": str(len(distinct)),
-        "medicines": names(distinct.values()),
+        "medicines": ", ".join(named[:shown] if more else named),
+        "more": str(more),
+        "has_more": more > 0,
         "minimum": str(minimum),
     }
     products = list(distinct.values())

@@ -39,8 +39,14 @@ def evaluate(ev: Evaluation) -> tuple[list[Finding], bool]:
     aeds = ev.medicines("antiepileptics")
     findings: list[Finding] = []
 
-    if seizures and not eegs and not eeg_procedures:
-        new = new_seizure(seizures, infarction_day(ev)) and not aeds
+    infarcted = infarction_day(ev)
+    on_file = [*eegs, *eeg_procedures]
+    if infarcted and new_seizure(seizures, infarcted):
+        # An EEG from before the infarction cannot show a seizure focus the infarction made: for
+        # a seizure after it, only an EEG done on or after its day (or undated) is on file.
+        on_file = [e for e in on_file if not (t := clinical_time(e)) or t.date() >= infarcted]
+    if seizures and not on_file:
+        new = new_seizure(seizures, infarcted) and not aeds
         facts = {"diagnosis": _diagnoses(seizures), "new_seizure": new, "treated": bool(aeds)}
         findings.append(
             Finding(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
+
+import pytest
 
 from cds_service.fhir.record import PatientRecord
 
@@ -80,3 +83,22 @@ def test_a_medication_statement_names_its_patient_in_subject_or_patient() -> Non
     )
     assert [m["id"] for m in record.medication_requests] == ["s1"]
     assert [c["id"] for c in record.conditions] == ["c1"]
+
+
+@pytest.mark.parametrize(
+    ("birth", "expected"),
+    [
+        ("1961-11-05", date(1961, 11, 5)),
+        ("1961-11", date(1961, 11, 30)),
+        ("1961-12", date(1961, 12, 31)),
+        ("1960-02", date(1960, 2, 29)),
+        ("1961", date(1961, 12, 31)),
+        ("1961-13", None),
+        ("not a date", None),
+    ],
+)
+def test_a_partial_birth_date_is_read_as_the_last_day_it_may_be(
+    birth: str, expected: date | None
+) -> None:
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": birth}
+    assert PatientRecord(patient_id="p", patient=patient).birth_date == expected

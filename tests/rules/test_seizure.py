@@ -145,3 +145,29 @@ def test_a_long_sentence_is_quoted_up_to_a_word() -> None:
     reading = EegReading("epileptiform", "text", ("sharp waves " * 40,))
     quoted = seizure.quote(reading)
     assert len(quoted) <= seizure.QUOTE_LIMIT and quoted.endswith("waves…")
+
+
+@pytest.mark.parametrize(
+    ("eeg_day", "seizure_onset", "recommended"),
+    [
+        # A new seizure after the 2026-02-14 infarction: an EEG from before the infarction says
+        # nothing of it (issue 18 attack, k08); one from the infarction's day on is on file.
+        ("2015-03-03", "2026-10-01", True),
+        ("2026-02-13", "2026-10-01", True),
+        ("2026-02-14", "2026-10-01", False),
+        ("2026-10-20", "2026-10-01", False),
+        # A seizure before the infarction (remote history): any EEG on file counts.
+        ("2015-03-03", "2010-01-01", False),
+    ],
+)
+def test_for_a_new_seizure_only_an_eeg_from_the_infarction_on_is_on_file(
+    knowledge: Knowledge, eeg_day: str, seizure_onset: str, recommended: bool
+) -> None:
+    report = {**eeg("e", "Normal EEG."), "effectiveDateTime": eeg_day}
+    ev = evaluation(
+        knowledge,
+        conditions=[condition("i", "I63.9", "2026-02-14"), condition("s", "R56.9", seizure_onset)],
+        diagnostic_reports=[report],
+    )
+    findings, _ = seizure.evaluate(ev)
+    assert ("eeg-recommended" in [f.kind for f in findings]) is recommended
