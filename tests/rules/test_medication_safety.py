@@ -9,6 +9,7 @@ import pytest
 
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge import Knowledge
+from cds_service.render import phrases
 from cds_service.rules.evaluation import Evaluation, Finding
 from cds_service.rules.medication_safety import (
     baclofen_with_low_egfr,
@@ -188,7 +189,9 @@ def test_a_draft_order_reads_as_reconsidering_the_order(
     assert stop_facts(ev, medicine)["draft"] is draft
     [finding] = beers_muscle_relaxants(ev, [medicine])
     assert finding.variant == variant
-    assert finding.facts["stop_label"].startswith(label)
+    # The label is a phrase of cards.yaml chosen by the finding's facts.
+    worded, _ = phrases(knowledge.cards[finding.kind], finding.facts)
+    assert worded["stop_label"].startswith(label)
 
 
 TIZANIDINE_MEDICATION = {
