@@ -109,7 +109,7 @@ def supplement_ordered(
     warning); for a patient in scope, ask for a calcium when none is within the look-back."""
     reading = calcium_reading(ev)
     if reading is None:
-        facts = {**base, "window_days": _window_days(ev)}
+        facts = {**base, "window_days": _window_days(ev), **supplement_facts(ev, [ordered])}
         return [Finding("calcium-order-without-result", facts, evidence)] if in_scope else []
     if reading.high:
         facts = {**base, **_calcium_facts(reading), **supplement_facts(ev, [ordered])}
@@ -298,7 +298,7 @@ def supplement_facts(ev: Evaluation, supplements: list[Medicine]) -> dict[str, b
     D prescribed beside it), calcium alone, or vitamin D alone."""
     with_calcium = bool(ev.medicines("calcium-supplements", supplements))
     with_vitamin_d = bool(supplements) and bool(
-        ev.medicines("calcium-vitamin-d", supplements) or ev.medicines("cholecalciferol")
+        ev.medicines("calcium-vitamin-d", supplements) or ev.medicines("vitamin-d-products")
     )
     return {
         "not_on_supplement": not supplements,
@@ -336,7 +336,7 @@ def _high_on_supplement(ev: Evaluation, reading: Reading, supplements: list[Any]
     if not supplements:
         return []
     # Vitamin D prescribed beside the calcium raises calcium too: it is named with it.
-    taken = [*supplements, *(m for m in ev.medicines("cholecalciferol") if m not in supplements)]
+    taken = [*supplements, *(m for m in ev.medicines("vitamin-d-products") if m not in supplements)]
     facts = {
         **_calcium_facts(reading),
         **supplement_facts(ev, supplements),
