@@ -120,7 +120,9 @@ def test_probes_and_graceful_termination() -> None:
     pod = one(render_base(), "Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Liveness asks the kernel, not a worker thread: with every thread waiting on a slow FHIR
+    # server an HTTP probe queued behind the calls and would restart every pod at once.
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "http"
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     longest_call = Settings().fhir_deadline_seconds + JWKS_TIMEOUT_SECONDS
     grace = pod["terminationGracePeriodSeconds"]
@@ -139,10 +141,11 @@ def test_startup_probe_outlasts_the_migration_lock_wait() -> None:
     assert budget > lock_wait + START_UP_SECONDS
 
 
-def test_gunicorn_graceful_timeout_is_the_one_assumed() -> None:
-    from gunicorn.config import Config
+def test_serves_graceful_timeout_is_the_one_assumed() -> None:
+    # What serve sets, not gunicorn's default: raising it must break the grace-period check above.
+    from cds_service.cli import GRACEFUL_TIMEOUT_SECONDS
 
-    assert Config().graceful_timeout == GUNICORN_GRACEFUL_TIMEOUT_SECONDS
+    assert GRACEFUL_TIMEOUT_SECONDS == GUNICORN_GRACEFUL_TIMEOUT_SECONDS
 
 
 def containers(documents: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
