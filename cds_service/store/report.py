@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -31,6 +32,17 @@ class KindReport:
         """Accepted / (accepted + overridden): the share of acted-on cards that were accepted."""
         acted = self.accepted + self.overridden
         return self.accepted / acted if acted else None
+
+
+# Characters a sender could use to forge a line of the report or drive a terminal: C0 and C1
+# controls (ESC sequences, CR/LF), DEL, and the Unicode bidirectional formatting characters that
+# reorder what is shown (Unicode Standard Annex #9: embeddings, overrides, isolates, marks).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with each unprintable character replaced by U+FFFD (stored before they were refused)."""
+    return UNPRINTABLE.sub("\ufffd", text)
 
 
 # Cards recorded before issued cards carried their content version (migration 0004).
@@ -128,7 +140,7 @@ def report(
         else:
             row.overridden += 1
             reason = override_reason[card]
-            row.reasons[display_of.get(reason, reason)] += 1
+            row.reasons[printable(display_of.get(reason, reason))] += 1
     return sorted(kinds.values(), key=lambda k: (k.kind, k.version or "", k.week or date.min))
 
 
