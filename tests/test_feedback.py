@@ -482,3 +482,26 @@ def test_report_replaces_control_characters_stored_before_they_were_refused(
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "ok\ufffd\ufffdcalcium-low 99" in page
     assert not any(c in page for c in "\x1b\u202e\u2066")
+
+
+def test_reasons_count_by_system_and_code_and_are_named_by_their_most_frequent_display(
+    client: FlaskClient, database_url: str
+) -> None:
+    def reason(system: str, display: str) -> dict[str, Any]:
+        return {"reason": {"system": system, "code": "not-indicated", "display": display}}
+
+    ours, theirs = "http://example.org/ours", "http://example.org/theirs"
+    sent = [
+        reason(ours, "Not indicated (typo)"),
+        reason(ours, "Not indicated"),
+        reason(ours, "Not indicated"),
+        reason(theirs, "Already treated elsewhere"),
+    ]
+    for n, override in enumerate(sent):
+        request = json.loads(json.dumps(hook_request()).replace("8.4", f"8.{n}"))
+        send(
+            client,
+            item(call(client, request)["calcium-low"], "overridden", overrideReason=override),
+        )
+    row = {r.kind: r for r in report(database_url, None)}["calcium-low"]
+    assert dict(row.reasons) == {"Not indicated": 3, "Already treated elsewhere": 1}

@@ -83,6 +83,7 @@ def report(
                     version,
                     day,
                     feedback.c.outcome,
+                    feedback.c.override_system,
                     feedback.c.override_code,
                     feedback.c.override_display,
                 )
@@ -119,28 +120,30 @@ def report(
         else:
             row.shown += count
     accepted: set[str] = set()
-    override_reason: dict[
-        str, str
-    ] = {}  # card -> reason (code, else display) of its latest override
+    # card -> reason of its latest override: (system, code), else its display alone
+    override_reason: dict[str, tuple[str, str]] = {}
     card_row: dict[str, KindReport] = {}
-    # A reason is counted by its code, named by the display any item gave it: some clients (the
-    # CDS Hooks sandbox) send the code alone, and the same reason must not count as two.
-    display_of: dict[str, str] = {}
-    for card, kind, content, issued, outcome, code, display in items:
+    # A reason is counted by its system and code (the same code may mean other things in another
+    # system), named by the display items gave it most often: some clients (the CDS Hooks sandbox)
+    # send the code alone, and the same reason must not count as two.
+    displays: dict[tuple[str, str], Counter[str]] = {}
+    for card, kind, content, issued, outcome, system, code, display in items:
         card_row[card] = entry(kind, content, issued)
         if outcome == "accepted":
             accepted.add(card)
             continue
-        override_reason[card] = code or display or "(no reason given)"
+        reason = (system or "", code) if code else ("", display or "(no reason given)")
+        override_reason[card] = reason
         if code and display:
-            display_of.setdefault(code, display)
+            displays.setdefault(reason, Counter())[display] += 1
     for card, row in card_row.items():
         if card in accepted:
             row.accepted += 1
         else:
             row.overridden += 1
             reason = override_reason[card]
-            row.reasons[printable(display_of.get(reason, reason))] += 1
+            named = displays[reason].most_common(1)[0][0] if reason in displays else reason[1]
+            row.reasons[printable(named)] += 1
     return sorted(kinds.values(), key=lambda k: (k.kind, k.version or "", k.week or date.min))
 
 
