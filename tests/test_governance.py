@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,47 @@ def test_an_empty_store_gives_a_page_that_says_so(
     assert "(no cards recorded)" in result.output
     page = read_page(tmp_path / "out" / "report.html")
     assert {"empty", "no-versions"} <= page.ids and page.svgs == 0
+
+
+def record_cards(url: str, *cards: tuple[str, str, str, str]) -> None:
+    """Issued-card records as (kind, version, content hash, issued at ISO time), none silent."""
+    from cds_service.store import migrate
+
+    migrate(url)
+    with engine_for(url).begin() as connection:
+        for n, (kind, version, content, at) in enumerate(cards):
+            connection.execute(
+                issued_cards.insert(),
+                {
+                    "card_uuid": f"00000000-0000-4000-8000-{n:012}",
+                    "service_id": SERVICE_ID,
+                    "card_kind": kind,
+                    "indicator": "info",
+                    "patient_hash": "p" * 64,
+                    "evidence_hash": f"{n:064}",
+                    "issued_at": datetime.fromisoformat(at),
+                    "knowledge_version": version,
+                    "content_hash": content,
+                    "silent": False,
+                },
+            )
+
+
+def test_one_week_of_cards_is_drawn_and_version_labels_do_not_collide(
+    tmp_path: Path, database_url: str
+) -> None:
+    from cds_service.report_html import SERIES, write_report
+
+    record_cards(
+        database_url,
+        ("calcium-low", "1.0.0", "a" * 64, "2026-11-23T09:00:00+00:00"),
+        ("calcium-low", "1.0.1", "b" * 64, "2026-11-25T09:00:00+00:00"),
+    )
+    html = write_report(database_url, None, tmp_path).read_text(encoding="utf-8")
+    # One week: each series is one point, drawn as a dot (a one-point polyline draws nothing).
+    markers = re.findall(r'<circle class="marker" cx="([\d.]+)" cy="([\d.]+)"', html)
+    assert len(markers) == len(SERIES)
+    labels = re.findall(r'<text class="version" x="([\d.]+)" y="([\d.]+)">([^<]+)</text>', html)
+    assert sorted(v for _, _, v in labels) == ["1.0.0", "1.0.1"]
+    assert len({(x, y) for x, y, _ in labels}) == 2  # same week: stacked, not on top of each other
+    assert abs(float(labels[0][1]) - float(labels[1][1])) >= 10
