@@ -224,7 +224,7 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
 
             written = write_report(settings.database_url, start, html_dir)
     except StoreUnavailable as exc:
-        click.echo(f"database unreachable: {exc}", err=True)
+        click.echo(_store_problem(settings.database_url, exc), err=True)
         sys.exit(1)
     click.echo(f"Card outcomes since {start.date().isoformat() if start else 'the first record'}")
     click.echo(
@@ -251,6 +251,18 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
         click.echo("(no cards recorded)")
     if html_dir is not None:
         click.echo(f"\nwritten: {written}")
+
+
+def _store_problem(url: str, error: Exception) -> str:
+    """Why a read failed: a schema that lacks migrations (the tables may not exist), else the
+    database could not be reached."""
+    from cds_service.store import StoreUnavailable, schema_lag
+
+    try:
+        lag = schema_lag(url)
+    except StoreUnavailable:
+        lag = None
+    return lag or f"database unreachable: {error}"
 
 
 @main.command()

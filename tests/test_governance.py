@@ -358,3 +358,14 @@ def test_one_week_of_cards_is_drawn_and_version_labels_do_not_collide(
     assert sorted(v for _, _, v in labels) == ["1.0.0", "1.0.1"]
     assert len({(x, y) for x, y, _ in labels}) == 2  # same week: stacked, not on top of each other
     assert abs(float(labels[0][1]) - float(labels[1][1])) >= 10
+
+
+def test_report_on_a_database_without_the_schema_says_to_migrate(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CDS_ENV", "development")
+    monkeypatch.setenv("CDS_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["report"])
+    assert result.exit_code == 1
+    assert "run `cds-service migrate`" in result.output
+    assert "unreachable" not in result.output
