@@ -213,12 +213,13 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
     """Per card kind: shown, silent (would have shown), accepted, overridden, acceptance rate and
     the top override reasons."""
     from cds_service.store import StoreUnavailable
-    from cds_service.store.report import report
+    from cds_service.store.report import report, unbumped, versions
 
     settings = _settings_or_exit("database_url")
     start = since.replace(tzinfo=UTC) if since else None
     try:
         rows = report(settings.database_url, start, by_version=by_version)
+        changed = unbumped(versions(settings.database_url, start))
         if html_dir is not None:
             from cds_service.report_html import write_report
 
@@ -232,7 +233,7 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
         "overridden; rate = accepted / (accepted + overridden); cards without feedback were not acted on;\n"
         "silent = would have been shown: recorded while the kind was silent, never sent to the EHR\n"
     )
-    version = f" {'version':>13}" if by_version else ""
+    version = f" {'version':>13} {'sha256':12}" if by_version else ""
     header = (
         f"{'card kind':32}{version} {'shown':>6} {'silent':>6} {'accepted':>9} {'overridden':>11} "
         f"{'rate':>6}  top override reasons"
@@ -242,13 +243,18 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
     for row in rows:
         rate = f"{row.acceptance_rate:.0%}" if row.acceptance_rate is not None else "-"
         reasons = "; ".join(f"{reason} ({n})" for reason, n in row.reasons.most_common(3)) or "-"
-        version = f" {row.version:>13}" if by_version else ""
+        version = f" {row.version:>13} {(row.content or '-')[:12]:12}" if by_version else ""
         click.echo(
             f"{row.kind:32}{version} {row.shown:>6} {row.silent:>6} {row.accepted:>9} "
             f"{row.overridden:>11} {rate:>6}  {reasons}"
         )
     if not rows:
         click.echo("(no cards recorded)")
+    for release, hashes in changed.items():
+        click.echo(
+            f"\nversion {release}: content changed without a version bump "
+            f"(sha256 {', '.join(h[:12] for h in hashes)})"
+        )
     if html_dir is not None:
         click.echo(f"\nwritten: {written}")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from cds_service.store.report import KindReport, report, versions
+from cds_service.store.report import KindReport, report, unbumped, versions
 
 # The plotted series: (KindReport attribute, legend label, colour).
 SERIES = (
@@ -60,6 +60,7 @@ def write_report(url: str, since: datetime | None, out_dir: Path) -> Path:
         plots=plots,
         series=SERIES,
         versions=seen,
+        unbumped=unbumped(seen),
         since=since,
         generated=datetime.now(UTC),
         size={"width": WIDTH, "height": HEIGHT, "left": LEFT, "bottom": HEIGHT - BOTTOM},

@@ -276,7 +276,9 @@ def test_report_by_version_and_as_html_through_the_cli(
     by_version = CliRunner().invoke(main, ["report", "--by-version"])
     assert by_version.exit_code == 0, by_version.output
     rows = [x.split() for x in by_version.output.splitlines() if x.startswith(f"{kind} ")]
-    assert [r[1:4] for r in rows] == [["(unversioned)", "1", "0"], ["1.0.0", "1", "0"]]
+    prefix = knowledge.content_hash[:12]
+    assert [r[1:5] for r in rows] == [["(unversioned)", "-", "1", "0"], ["1.0.0", prefix, "1", "0"]]
+    assert "without a version bump" not in by_version.output
 
     out = tmp_path / "html"
     result = CliRunner().invoke(main, ["report", "--html", str(out)])
@@ -369,3 +371,32 @@ def test_report_on_a_database_without_the_schema_says_to_migrate(
     assert result.exit_code == 1
     assert "run `cds-service migrate`" in result.output
     assert "unreachable" not in result.output
+
+
+def test_a_version_seen_with_two_content_hashes_is_flagged(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_cards(
+        database_url,
+        ("calcium-low", "1.0.0", "a" * 64, "2026-11-02T09:00:00+00:00"),
+        ("calcium-low", "1.0.0", "b" * 64, "2026-11-23T09:00:00+00:00"),
+        ("calcium-low", "1.0.1", "c" * 64, "2026-11-24T09:00:00+00:00"),
+    )
+    monkeypatch.setenv("CDS_ENV", "development")
+    monkeypatch.setenv("CDS_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["report", "--by-version", "--html", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = [x.split() for x in result.output.splitlines() if x.startswith("calcium-low ")]
+    assert [r[1:4] for r in rows] == [
+        ["1.0.0", "a" * 12, "1"],
+        ["1.0.0", "b" * 12, "1"],
+        ["1.0.1", "c" * 12, "1"],
+    ]
+    flagged = [x for x in result.output.splitlines() if "without a version bump" in x]
+    assert flagged == [
+        f"version 1.0.0: content changed without a version bump (sha256 {'a' * 12}, {'b' * 12})"
+    ]
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.count('class="unbumped"') == 2  # both rows of 1.0.0 in the versions table
+    assert "Version 1.0.0: content changed without a version bump" in html
+    assert "Version 1.0.1:" not in html
