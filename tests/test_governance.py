@@ -3,7 +3,9 @@ issued-card record; silent card kinds; the report by version and as a picture.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -400,3 +402,33 @@ def test_a_version_seen_with_two_content_hashes_is_flagged(
     assert html.count('class="unbumped"') == 2  # both rows of 1.0.0 in the versions table
     assert "Version 1.0.0: content changed without a version bump" in html
     assert "Version 1.0.1:" not in html
+
+
+def test_silencing_a_critical_kind_is_warned_at_start_up(
+    tmp_path: Path, knowledge: Knowledge, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    warned = "critical card kind(s) silent: "
+    # Through CDS_CARD_MODES, and through cards.yaml (`mode: silent`, here set on the loaded kind).
+    in_yaml = dataclasses.replace(
+        knowledge,
+        cards={
+            **knowledge.cards,
+            "tizanidine-cyp1a2-interaction": dataclasses.replace(
+                knowledge.cards["tizanidine-cyp1a2-interaction"], mode="silent"
+            ),
+        },
+    )
+    for modes, loaded, named in [
+        ("calcium-low-severe=silent,calcium-low=silent", knowledge, "calcium-low-severe"),
+        ("", in_yaml, "tizanidine-cyp1a2-interaction"),
+    ]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cds_service.app"):
+            build_app(tmp_path, url, loaded, modes).extensions["cds_runtime"].close()
+        [warning] = [r.getMessage() for r in caplog.records if warned in r.getMessage()]
+        assert warning.startswith(warned + named + ":"), warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cds_service.app"):
+        build_app(tmp_path, url, knowledge, "calcium-low=silent").extensions["cds_runtime"].close()
+    assert not [r for r in caplog.records if warned in r.getMessage()]
