@@ -356,7 +356,8 @@ def gallery(out_dir: Path, scenario_dir: Path) -> None:
 
     Each card comes from a scenario fixture (the rules run on its record at its `now`, the cards
     rendered as a hook response renders them), with the facts that raised it and its citations.
-    Reads only CDS_KNOWLEDGE_DIR and the scenarios; one static file, nothing fetched when opened.
+    Reads only CDS_KNOWLEDGE_DIR, CDS_CARD_MODES (each kind's mode as this deployment runs it)
+    and the scenarios; one static file, nothing fetched when opened.
     """
     try:
         from cds_service.gallery import GalleryError, write_gallery
@@ -364,11 +365,11 @@ def gallery(out_dir: Path, scenario_dir: Path) -> None:
         click.echo(f"{exc.name} is not installed: pip install -e '.[gallery]'", err=True)
         sys.exit(1)
 
-    settings = _settings_or_exit("knowledge_dir")
+    settings = _settings_or_exit("knowledge_dir", "card_modes")
     try:
         knowledge = load_knowledge(settings.knowledge_dir)
-        page = write_gallery(knowledge, scenario_dir, out_dir)
-    except (KnowledgeError, GalleryError) as exc:
+        page = write_gallery(knowledge, scenario_dir, out_dir, dict(settings.card_modes))
+    except (KnowledgeError, GalleryError, ValueError) as exc:
         click.echo(f"cannot write the gallery: {exc}", err=True)
         sys.exit(1)
     click.echo(f"card gallery: {page} ({len(knowledge.cards)} card kinds)")
