@@ -370,5 +370,13 @@ def test_the_gallery_in_a_real_browser(gallery: Path, knowledge: Knowledge, tmp_
             assert page.evaluate(OVERFLOW, CHECKED) == []
             assert not page.locator("#save-signoff").is_visible()
             page.screenshot(path=ARTIFACTS / "gallery-print.png", full_page=True)
+
+            # A phone (375 CSS px): the panel narrows, the hash wraps, nothing scrolls sideways.
+            page.emulate_media(media="screen")
+            page.set_viewport_size({"width": 375, "height": 800})
+            assert page.evaluate(OVERFLOW, f"{CHECKED}, .page-header, .ehr-panel") == []
+            whole = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert whole[0] <= whole[1], whole
+            page.screenshot(path=ARTIFACTS / "gallery-375.png", full_page=True)
         finally:
             browser.close()
