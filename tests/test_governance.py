@@ -432,3 +432,35 @@ def test_silencing_a_critical_kind_is_warned_at_start_up(
     with caplog.at_level(logging.WARNING, logger="cds_service.app"):
         build_app(tmp_path, url, knowledge, "calcium-low=silent").extensions["cds_runtime"].close()
     assert not [r for r in caplog.records if warned in r.getMessage()]
+
+
+def test_the_report_fits_a_phone_in_a_real_browser(tmp_path: Path, database_url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from cds_service.report_html import write_report
+    from tests.test_gallery import chromium
+
+    record_cards(
+        database_url,
+        ("calcium-low", "1.0.0", "a" * 64, "2026-11-02T09:00:00+00:00"),
+        ("calcium-low", "1.0.1", "b" * 64, "2026-11-24T09:00:00+00:00"),
+    )
+    path = write_report(database_url, None, tmp_path)
+    executable = chromium()
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable)
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 800})
+            page.goto(path.as_uri())
+            whole = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert whole[0] <= whole[1], whole  # no sideways scrolling
+            wide = (
+                "[...document.querySelectorAll('table')].filter(t => t.scrollWidth > t.clientWidth)"
+            )
+            assert page.evaluate(f"{wide}.length") == 0  # every table fits too
+            for svg in page.locator("svg").all():
+                box = svg.bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
+                assert box["height"] > 50  # scaled down with its width, not squashed away
+        finally:
+            browser.close()
