@@ -23,6 +23,20 @@ from cds_service.units import Analyte, concentration
 
 log = logging.getLogger(__name__)
 
+
+def silent_critical_kinds(knowledge: Knowledge) -> list[str]:
+    """The silent card kinds that can be critical (the kind's indicator, or a variant's)."""
+    return [
+        name
+        for name in knowledge.silent_kinds()
+        if "critical"
+        in {
+            knowledge.cards[name].indicator,
+            *(v.indicator for v in knowledge.cards[name].variants.values()),
+        }
+    ]
+
+
 # Werkzeug's HTTP errors mapped to FHIR issue-type codes for the OperationOutcome body.
 _HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long", 415: "not-supported"}
 
@@ -48,6 +62,14 @@ def create_app(
         knowledge.content_hash,
         ", ".join(knowledge.silent_kinds()) or "none",
     )
+    # Allowed, not refused: a committee may trial a new critical card silently before anyone sees
+    # it (what silent mode is for), and refusing to start would take every other card down too.
+    # But no clinician sees what such a kind finds, so it must never be silent by oversight.
+    if critical := silent_critical_kinds(knowledge):
+        log.warning(
+            "critical card kind(s) silent: %s: their findings are recorded and shown to no one",
+            ", ".join(critical),
+        )
     try:
         if settings.migrate_at_start:
             applied = migrate(settings.database_url)

@@ -213,18 +213,19 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
     """Per card kind: shown, silent (would have shown), accepted, overridden, acceptance rate and
     the top override reasons."""
     from cds_service.store import StoreUnavailable
-    from cds_service.store.report import report
+    from cds_service.store.report import report, unbumped, versions
 
     settings = _settings_or_exit("database_url")
     start = since.replace(tzinfo=UTC) if since else None
     try:
         rows = report(settings.database_url, start, by_version=by_version)
+        changed = unbumped(versions(settings.database_url, start))
         if html_dir is not None:
             from cds_service.report_html import write_report
 
             written = write_report(settings.database_url, start, html_dir)
     except StoreUnavailable as exc:
-        click.echo(f"database unreachable: {exc}", err=True)
+        click.echo(_store_problem(settings.database_url, exc), err=True)
         sys.exit(1)
     click.echo(f"Card outcomes since {start.date().isoformat() if start else 'the first record'}")
     click.echo(
@@ -232,7 +233,7 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
         "overridden; rate = accepted / (accepted + overridden); cards without feedback were not acted on;\n"
         "silent = would have been shown: recorded while the kind was silent, never sent to the EHR\n"
     )
-    version = f" {'version':>13}" if by_version else ""
+    version = f" {'version':>13} {'sha256':12}" if by_version else ""
     header = (
         f"{'card kind':32}{version} {'shown':>6} {'silent':>6} {'accepted':>9} {'overridden':>11} "
         f"{'rate':>6}  top override reasons"
@@ -242,15 +243,32 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
     for row in rows:
         rate = f"{row.acceptance_rate:.0%}" if row.acceptance_rate is not None else "-"
         reasons = "; ".join(f"{reason} ({n})" for reason, n in row.reasons.most_common(3)) or "-"
-        version = f" {row.version:>13}" if by_version else ""
+        version = f" {row.version:>13} {(row.content or '-')[:12]:12}" if by_version else ""
         click.echo(
             f"{row.kind:32}{version} {row.shown:>6} {row.silent:>6} {row.accepted:>9} "
             f"{row.overridden:>11} {rate:>6}  {reasons}"
         )
     if not rows:
         click.echo("(no cards recorded)")
+    for release, hashes in changed.items():
+        click.echo(
+            f"\nversion {release}: content changed without a version bump "
+            f"(sha256 {', '.join(h[:12] for h in hashes)})"
+        )
     if html_dir is not None:
         click.echo(f"\nwritten: {written}")
+
+
+def _store_problem(url: str, error: Exception) -> str:
+    """Why a read failed: a schema that lacks migrations (the tables may not exist), else the
+    database could not be reached."""
+    from cds_service.store import StoreUnavailable, schema_lag
+
+    try:
+        lag = schema_lag(url)
+    except StoreUnavailable:
+        lag = None
+    return lag or f"database unreachable: {error}"
 
 
 @main.command()
@@ -338,7 +356,8 @@ def gallery(out_dir: Path, scenario_dir: Path) -> None:
 
     Each card comes from a scenario fixture (the rules run on its record at its `now`, the cards
     rendered as a hook response renders them), with the facts that raised it and its citations.
-    Reads only CDS_KNOWLEDGE_DIR and the scenarios; one static file, nothing fetched when opened.
+    Reads only CDS_KNOWLEDGE_DIR, CDS_CARD_MODES (each kind's mode as this deployment runs it)
+    and the scenarios; one static file, nothing fetched when opened.
     """
     try:
         from cds_service.gallery import GalleryError, write_gallery
@@ -346,11 +365,11 @@ def gallery(out_dir: Path, scenario_dir: Path) -> None:
         click.echo(f"{exc.name} is not installed: pip install -e '.[gallery]'", err=True)
         sys.exit(1)
 
-    settings = _settings_or_exit("knowledge_dir")
+    settings = _settings_or_exit("knowledge_dir", "card_modes")
     try:
         knowledge = load_knowledge(settings.knowledge_dir)
-        page = write_gallery(knowledge, scenario_dir, out_dir)
-    except (KnowledgeError, GalleryError) as exc:
+        page = write_gallery(knowledge, scenario_dir, out_dir, dict(settings.card_modes))
+    except (KnowledgeError, GalleryError, ValueError) as exc:
         click.echo(f"cannot write the gallery: {exc}", err=True)
         sys.exit(1)
     click.echo(f"card gallery: {page} ({len(knowledge.cards)} card kinds)")

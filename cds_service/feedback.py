@@ -12,6 +12,7 @@ from cds_service.protocol.schemas import validate
 from cds_service.runtime import Runtime
 from cds_service.store import StoreRefused, StoreUnavailable
 from cds_service.store.feedback import save_feedback
+from cds_service.store.report import UNPRINTABLE
 from cds_service.store.schema import feedback as feedback_table
 
 
@@ -93,8 +94,10 @@ _STORED_TEXT = (
 
 
 def storable(item: dict[str, Any], index: int) -> list[Issue]:
-    """Why the database could not hold a text of this (schema-valid) item: a NUL character
-    (PostgreSQL text cannot hold one) or more characters than its column; one issue per field."""
+    """Why the service will not store a text of this (schema-valid) item: a NUL character
+    (PostgreSQL text cannot hold one), another control or bidirectional formatting character (it
+    would be printed by `cds-service report`: a forged line, a terminal command, reordered text)
+    or more characters than its column; one issue per field."""
     issues = []
     for path, column in _STORED_TEXT:
         value: Any = item
@@ -106,6 +109,9 @@ def storable(item: dict[str, Any], index: int) -> list[Issue]:
         limit = getattr(feedback_table.c[column].type, "length", None)
         if "\x00" in value:
             issues.append(Issue("value", f"{path[-1]} contains a NUL character", where))
+        elif found := UNPRINTABLE.search(value):
+            problem = f"{path[-1]} contains a control character (U+{ord(found[0]):04X})"
+            issues.append(Issue("value", problem, where))
         elif limit is not None and len(value) > limit:
             issues.append(Issue("too-long", f"{path[-1]} is longer than {limit} characters", where))
     return issues

@@ -52,14 +52,18 @@ def render_card(
     text = kind.text
     facts = {k: untagged(v) if isinstance(v, str) else v for k, v in finding.facts.items()}
     worded, cited = phrases(kind, facts)
-    values = {**facts, **worded}
-    summary = fit_summary(text.summaries, values)
+    summary = fit_summary(text.summaries, {**facts, **worded})
     shown = [s for s in kind.suggestions if not s.when or facts.get(s.when) is True]
     citations, links = kind.cited((*cited, *(k for s in shown for k in s.sources)))
+    # Facts come from the patient's record: in the Markdown detail they are literal text (the
+    # summary, labels and descriptions are plain text and take them as they are).
+    literal = {k: markdown_literal(v) if isinstance(v, str) else v for k, v in facts.items()}
+    values = {**literal, **phrases(kind, literal)[0]}
     parts = [fill(text.detail, values).strip()]
     room = DETAIL_LIMIT - sum(len(p) + 2 for p in parts) - len(citations)
     if finding.evidence:
-        parts.append(evidence_block(list(map(untagged, finding.evidence)), kind, room))
+        lines = [evidence_line(untagged(line)) for line in finding.evidence]
+        parts.append(evidence_block(lines, kind, room))
     parts.append(citations)
     card: dict[str, Any] = {
         "uuid": clock.new_id(),
@@ -93,6 +97,29 @@ def evidence_block(lines: list[str], kind: CardKind, room: int) -> str:
             return heading + "\n".join([*shown, more])
         shown.append(line)
     return heading + "\n".join(shown)
+
+
+# CommonMark 0.31 §2.4: a backslash makes any ASCII punctuation character literal. Escaped: the
+# characters that start emphasis, code, links, images, raw HTML, entities, headings, tables and
+# strikethrough anywhere in a line; a value in a template may also start a line, where
+# `-`, `+`, `=` or "1." / "1)" would start a list, a thematic break or a setext heading.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>&#!|~])")
+BLOCK_START = re.compile(r"^([-+=]|\d{1,9}[.)])(?=\s|$|[-=])")
+LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]+")
+
+
+def markdown_literal(text: str) -> str:
+    """`text` (from the record) written so that a CommonMark renderer shows it as it is: on one
+    line, no emphasis, link, image, HTML, heading or list."""
+    text = MARKDOWN_SPECIAL.sub(r"\\\1", LINE_BREAKS.sub(" ", text).strip())
+    return BLOCK_START.sub(lambda m: m[1][:-1] + "\\" + m[1][-1], text)
+
+
+def evidence_line(line: str) -> str:
+    """An evidence line from a rule (plain text after its `- ` bullet) as a Markdown bullet."""
+    if line.startswith("- "):
+        return "- " + markdown_literal(line[2:])
+    return markdown_literal(line)
 
 
 def phrases(kind: CardKind, facts: dict[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:

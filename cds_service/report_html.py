@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from cds_service.store.report import KindReport, report, versions
+from cds_service.store.report import KindReport, report, unbumped, versions
 
 # The plotted series: (KindReport attribute, legend label, colour).
 SERIES = (
@@ -19,6 +19,8 @@ SERIES = (
     ("overridden", "overridden", "#d62728"),
 )
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 200, 44, 12, 12, 28
+# Version labels closer than this (SVG units) are stacked, one line each, so none hides another.
+LABEL_GAP, LABEL_LINE = 80, 11
 
 
 @dataclass
@@ -29,7 +31,8 @@ class Plot:
     weeks: list[date]
     counts: dict[str, list[int]]  # series -> one count per week
     lines: list[tuple[str, str, str]]  # (label, colour, SVG polyline points)
-    changes: list[tuple[str, float]]  # (content version, x) of the week each version came in
+    markers: list[tuple[str, str, float, float]]  # (label, colour, x, y): a dot per week and series
+    changes: list[tuple[str, float, float]]  # (content version, x, label y): the week it came in
     y_max: int
     total: KindReport
 
@@ -57,6 +60,7 @@ def write_report(url: str, since: datetime | None, out_dir: Path) -> Path:
         plots=plots,
         series=SERIES,
         versions=seen,
+        unbumped=unbumped(seen),
         since=since,
         generated=datetime.now(UTC),
         size={"width": WIDTH, "height": HEIGHT, "left": LEFT, "bottom": HEIGHT - BOTTOM},
@@ -93,13 +97,22 @@ def _plot(
     def x(index: int) -> float:
         return LEFT + (WIDTH - LEFT - RIGHT) * (index / span if len(weeks) > 1 else 0.5)
 
-    def point(index: int, value: int) -> str:
-        y = HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * value / y_max
-        return f"{x(index):.1f},{y:.1f}"
+    def y(value: int) -> float:
+        return HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * value / y_max
 
     lines = [
-        (label, colour, " ".join(point(i, n) for i, n in enumerate(counts[attr])))
+        (label, colour, " ".join(f"{x(i):.1f},{y(n):.1f}" for i, n in enumerate(counts[attr])))
         for attr, label, colour in SERIES
     ]
-    changes = [(v, x(weeks.index(monday))) for v, monday in came_in.items() if monday in weeks]
-    return Plot(kind, weeks, counts, lines, changes, y_max, total)
+    # A dot on every week: one week of data is a single point, which a line alone does not draw.
+    markers = [
+        (label, colour, round(x(i), 1), round(y(n), 1))
+        for attr, label, colour in SERIES
+        for i, n in enumerate(counts[attr])
+    ]
+    starts = sorted((x(weeks.index(monday)), v) for v, monday in came_in.items() if monday in weeks)
+    changes: list[tuple[str, float, float]] = []
+    for at, version in starts:
+        stacked = sum(1 for _, other, _ in changes if at - other < LABEL_GAP)
+        changes.append((version, round(at, 1), TOP + 10 + LABEL_LINE * stacked))
+    return Plot(kind, weeks, counts, lines, markers, changes, y_max, total)

@@ -438,3 +438,70 @@ def test_database_outage_mid_run(tmp_path: Path, knowledge: Knowledge) -> None:
             assert (
                 stored(direct_url) == 1
             )  # only the item sent after recovery; nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        (("reason", "display"), "Recipient disagrees\x1b[2J\x1b[H"),  # clears a terminal
+        (("reason", "code"), "agree\r\ncalcium-low      9      0      9      0   100%"),  # a row
+        (("reason", "display"), "evidence \u202egnorw\u202c"),  # shown reversed
+        (("userComment",), "late\x85line"),  # C1 next line
+    ],
+)
+def test_control_characters_in_feedback_text_are_refused(
+    client: FlaskClient, database_url: str, field: tuple[str, ...], text: str
+) -> None:
+    reason: dict[str, Any] = copy.deepcopy(REASON)
+    parent = reason
+    for name in field[:-1]:
+        parent = parent[name]
+    parent[field[-1]] = text
+    response = send(client, item(call(client)["calcium-low"], "overridden", overrideReason=reason))
+    assert response.status_code == 400
+    issue = response.get_json()["issue"][0]
+    assert issue["expression"] == [f"$.feedback[0].overrideReason.{'.'.join(field)}"]
+    assert "control character" in issue["diagnostics"]
+    assert stored(database_url) == 0
+
+
+def test_report_replaces_control_characters_stored_before_they_were_refused(
+    client: FlaskClient, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(client, item(call(client)["calcium-low"], "overridden", overrideReason=REASON))
+    forged = "ok\r\ncalcium-low 99\x1b[2J \u202eevil\u2066"
+    with engine_for(database_url).begin() as connection:
+        connection.execute(feedback.update().values(override_display=forged))
+    monkeypatch.setenv("CDS_ENV", "development")
+    monkeypatch.setenv("CDS_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["report", "--html", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "ok\ufffd\ufffdcalcium-low 99\ufffd[2J \ufffdevil\ufffd" in result.output
+    assert not any(c in result.output for c in "\r\x1b\u202e\u2066")
+    assert len([x for x in result.output.splitlines() if x.startswith("calcium-low")]) == 1
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "ok\ufffd\ufffdcalcium-low 99" in page
+    assert not any(c in page for c in "\x1b\u202e\u2066")
+
+
+def test_reasons_count_by_system_and_code_and_are_named_by_their_most_frequent_display(
+    client: FlaskClient, database_url: str
+) -> None:
+    def reason(system: str, display: str) -> dict[str, Any]:
+        return {"reason": {"system": system, "code": "not-indicated", "display": display}}
+
+    ours, theirs = "http://example.org/ours", "http://example.org/theirs"
+    sent = [
+        reason(ours, "Not indicated (typo)"),
+        reason(ours, "Not indicated"),
+        reason(ours, "Not indicated"),
+        reason(theirs, "Already treated elsewhere"),
+    ]
+    for n, override in enumerate(sent):
+        request = json.loads(json.dumps(hook_request()).replace("8.4", f"8.{n}"))
+        send(
+            client,
+            item(call(client, request)["calcium-low"], "overridden", overrideReason=override),
+        )
+    row = {r.kind: r for r in report(database_url, None)}["calcium-low"]
+    assert dict(row.reasons) == {"Not indicated": 3, "Already treated elsewhere": 1}

@@ -81,9 +81,11 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The gallery written by the command, as a committee member would make it."""
+    """The gallery written by the command, as a committee member would make it, for a deployment
+    that runs calcium-low silent."""
     out = tmp_path_factory.mktemp("gallery")
-    result = CliRunner().invoke(main, ["gallery", str(out)], env={"CDS_KNOWLEDGE_DIR": None})
+    env = {"CDS_KNOWLEDGE_DIR": None, "CDS_CARD_MODES": "calcium-low=silent"}
+    result = CliRunner().invoke(main, ["gallery", str(out)], env=env)
     assert result.exit_code == 0, result.output
     return out / "index.html"
 
@@ -210,7 +212,9 @@ def test_the_page_is_one_file_that_fetches_nothing(gallery: Path) -> None:
 def test_the_same_content_gives_the_same_page(gallery: Path, tmp_path: Path) -> None:
     from cds_service.knowledge import load_knowledge
 
-    again = write_gallery(load_knowledge(ROOT / "cards"), SCENARIOS, tmp_path)
+    again = write_gallery(
+        load_knowledge(ROOT / "cards"), SCENARIOS, tmp_path, {"calcium-low": "silent"}
+    )
     assert again.read_bytes() == gallery.read_bytes()
 
 
@@ -225,6 +229,40 @@ def test_a_kind_no_scenario_raises_is_named(knowledge: Knowledge, tmp_path: Path
     assert result.exit_code == 1
     assert "tizanidine-cyp1a2-interaction (variant label-warning)" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def modes_shown(page: Page) -> dict[str, str]:
+    """Each kind's mode as the page states it, with where it comes from."""
+    return {
+        section["attrs"]["data-kind"]: " ".join(
+            page.inside(section, "span", "mode")[0]["text"].split()
+        )
+        for section in page.find("section", "kind")
+    }
+
+
+def test_each_kind_shows_the_mode_the_deployment_runs(
+    gallery: Path, shown: list[Example], knowledge: Knowledge
+) -> None:
+    page = Page(gallery.read_text(encoding="utf-8"))
+    modes = modes_shown(page)
+    assert modes.pop("calcium-low") == "Mode: silent (CDS_CARD_MODES)"
+    assert set(modes.values()) == {"Mode: active (cards.yaml)"}
+    [note] = page.find("p", "modes")
+    assert "CDS_CARD_MODES was set when this page was built (calcium-low=silent)" in " ".join(
+        note["text"].split()
+    )
+    # A kind cards.yaml makes silent, and no CDS_CARD_MODES: the page says the file decides.
+    in_yaml = replace(
+        knowledge,
+        cards={
+            **knowledge.cards,
+            "quinine-for-cramps": replace(knowledge.cards["quinine-for-cramps"], mode="silent"),
+        },
+    )
+    page = Page(render_page(in_yaml, shown))
+    assert modes_shown(page)["quinine-for-cramps"] == "Mode: silent (cards.yaml)"
+    assert "CDS_CARD_MODES was not set" in " ".join(page.find("p", "modes")[0]["text"].split())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,5 +370,13 @@ def test_the_gallery_in_a_real_browser(gallery: Path, knowledge: Knowledge, tmp_
             assert page.evaluate(OVERFLOW, CHECKED) == []
             assert not page.locator("#save-signoff").is_visible()
             page.screenshot(path=ARTIFACTS / "gallery-print.png", full_page=True)
+
+            # A phone (375 CSS px): the panel narrows, the hash wraps, nothing scrolls sideways.
+            page.emulate_media(media="screen")
+            page.set_viewport_size({"width": 375, "height": 800})
+            assert page.evaluate(OVERFLOW, f"{CHECKED}, .page-header, .ehr-panel") == []
+            whole = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert whole[0] <= whole[1], whole
+            page.screenshot(path=ARTIFACTS / "gallery-375.png", full_page=True)
         finally:
             browser.close()

@@ -3,9 +3,12 @@ issued-card record; silent card kinds; the report by version and as a picture.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -275,7 +278,9 @@ def test_report_by_version_and_as_html_through_the_cli(
     by_version = CliRunner().invoke(main, ["report", "--by-version"])
     assert by_version.exit_code == 0, by_version.output
     rows = [x.split() for x in by_version.output.splitlines() if x.startswith(f"{kind} ")]
-    assert [r[1:4] for r in rows] == [["(unversioned)", "1", "0"], ["1.0.0", "1", "0"]]
+    prefix = knowledge.content_hash[:12]
+    assert [r[1:5] for r in rows] == [["(unversioned)", "-", "1", "0"], ["1.0.0", prefix, "1", "0"]]
+    assert "without a version bump" not in by_version.output
 
     out = tmp_path / "html"
     result = CliRunner().invoke(main, ["report", "--html", str(out)])
@@ -313,3 +318,149 @@ def test_an_empty_store_gives_a_page_that_says_so(
     assert "(no cards recorded)" in result.output
     page = read_page(tmp_path / "out" / "report.html")
     assert {"empty", "no-versions"} <= page.ids and page.svgs == 0
+
+
+def record_cards(url: str, *cards: tuple[str, str, str, str]) -> None:
+    """Issued-card records as (kind, version, content hash, issued at ISO time), none silent."""
+    from cds_service.store import migrate
+
+    migrate(url)
+    with engine_for(url).begin() as connection:
+        for n, (kind, version, content, at) in enumerate(cards):
+            connection.execute(
+                issued_cards.insert(),
+                {
+                    "card_uuid": f"00000000-0000-4000-8000-{n:012}",
+                    "service_id": SERVICE_ID,
+                    "card_kind": kind,
+                    "indicator": "info",
+                    "patient_hash": "p" * 64,
+                    "evidence_hash": f"{n:064}",
+                    "issued_at": datetime.fromisoformat(at),
+                    "knowledge_version": version,
+                    "content_hash": content,
+                    "silent": False,
+                },
+            )
+
+
+def test_one_week_of_cards_is_drawn_and_version_labels_do_not_collide(
+    tmp_path: Path, database_url: str
+) -> None:
+    from cds_service.report_html import SERIES, write_report
+
+    record_cards(
+        database_url,
+        ("calcium-low", "1.0.0", "a" * 64, "2026-11-23T09:00:00+00:00"),
+        ("calcium-low", "1.0.1", "b" * 64, "2026-11-25T09:00:00+00:00"),
+    )
+    html = write_report(database_url, None, tmp_path).read_text(encoding="utf-8")
+    # One week: each series is one point, drawn as a dot (a one-point polyline draws nothing).
+    markers = re.findall(r'<circle class="marker" cx="([\d.]+)" cy="([\d.]+)"', html)
+    assert len(markers) == len(SERIES)
+    labels = re.findall(r'<text class="version" x="([\d.]+)" y="([\d.]+)">([^<]+)</text>', html)
+    assert sorted(v for _, _, v in labels) == ["1.0.0", "1.0.1"]
+    assert len({(x, y) for x, y, _ in labels}) == 2  # same week: stacked, not on top of each other
+    assert abs(float(labels[0][1]) - float(labels[1][1])) >= 10
+
+
+def test_report_on_a_database_without_the_schema_says_to_migrate(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CDS_ENV", "development")
+    monkeypatch.setenv("CDS_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["report"])
+    assert result.exit_code == 1
+    assert "run `cds-service migrate`" in result.output
+    assert "unreachable" not in result.output
+
+
+def test_a_version_seen_with_two_content_hashes_is_flagged(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_cards(
+        database_url,
+        ("calcium-low", "1.0.0", "a" * 64, "2026-11-02T09:00:00+00:00"),
+        ("calcium-low", "1.0.0", "b" * 64, "2026-11-23T09:00:00+00:00"),
+        ("calcium-low", "1.0.1", "c" * 64, "2026-11-24T09:00:00+00:00"),
+    )
+    monkeypatch.setenv("CDS_ENV", "development")
+    monkeypatch.setenv("CDS_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["report", "--by-version", "--html", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = [x.split() for x in result.output.splitlines() if x.startswith("calcium-low ")]
+    assert [r[1:4] for r in rows] == [
+        ["1.0.0", "a" * 12, "1"],
+        ["1.0.0", "b" * 12, "1"],
+        ["1.0.1", "c" * 12, "1"],
+    ]
+    flagged = [x for x in result.output.splitlines() if "without a version bump" in x]
+    assert flagged == [
+        f"version 1.0.0: content changed without a version bump (sha256 {'a' * 12}, {'b' * 12})"
+    ]
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.count('class="unbumped"') == 2  # both rows of 1.0.0 in the versions table
+    assert "Version 1.0.0: content changed without a version bump" in html
+    assert "Version 1.0.1:" not in html
+
+
+def test_silencing_a_critical_kind_is_warned_at_start_up(
+    tmp_path: Path, knowledge: Knowledge, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    warned = "critical card kind(s) silent: "
+    # Through CDS_CARD_MODES, and through cards.yaml (`mode: silent`, here set on the loaded kind).
+    in_yaml = dataclasses.replace(
+        knowledge,
+        cards={
+            **knowledge.cards,
+            "tizanidine-cyp1a2-interaction": dataclasses.replace(
+                knowledge.cards["tizanidine-cyp1a2-interaction"], mode="silent"
+            ),
+        },
+    )
+    for modes, loaded, named in [
+        ("calcium-low-severe=silent,calcium-low=silent", knowledge, "calcium-low-severe"),
+        ("", in_yaml, "tizanidine-cyp1a2-interaction"),
+    ]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cds_service.app"):
+            build_app(tmp_path, url, loaded, modes).extensions["cds_runtime"].close()
+        [warning] = [r.getMessage() for r in caplog.records if warned in r.getMessage()]
+        assert warning.startswith(warned + named + ":"), warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cds_service.app"):
+        build_app(tmp_path, url, knowledge, "calcium-low=silent").extensions["cds_runtime"].close()
+    assert not [r for r in caplog.records if warned in r.getMessage()]
+
+
+def test_the_report_fits_a_phone_in_a_real_browser(tmp_path: Path, database_url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from cds_service.report_html import write_report
+    from tests.test_gallery import chromium
+
+    record_cards(
+        database_url,
+        ("calcium-low", "1.0.0", "a" * 64, "2026-11-02T09:00:00+00:00"),
+        ("calcium-low", "1.0.1", "b" * 64, "2026-11-24T09:00:00+00:00"),
+    )
+    path = write_report(database_url, None, tmp_path)
+    executable = chromium()
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable)
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 800})
+            page.goto(path.as_uri())
+            whole = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert whole[0] <= whole[1], whole  # no sideways scrolling
+            wide = (
+                "[...document.querySelectorAll('table')].filter(t => t.scrollWidth > t.clientWidth)"
+            )
+            assert page.evaluate(f"{wide}.length") == 0  # every table fits too
+            for svg in page.locator("svg").all():
+                box = svg.bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, box
+                assert box["height"] > 50  # scaled down with its width, not squashed away
+        finally:
+            browser.close()

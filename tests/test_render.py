@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import re
+from html import unescape
+
+import cmarkgfm
 import pytest
+from flask.testing import FlaskClient
+from markdown_it import MarkdownIt
 
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.loader import DETAIL_LIMIT, SUMMARY_LIMIT
-from cds_service.render import fit_summary, render_card, shorten, untagged
+from cds_service.render import fit_summary, markdown_literal, render_card, shorten, untagged
 from cds_service.rules.evaluation import Finding
+from tests.conftest import FIXTURES, SERVICE_ID
 
 CALL = {"patient_id": "p", "today": "2026-11-24"}
 LONG = "Hemiplegia and hemiparesis following cerebral infarction affecting left non-dominant side"
@@ -119,3 +127,60 @@ def test_the_first_evidence_line_is_always_shown(knowledge: Knowledge) -> None:
     kind = knowledge.cards["eeg-recommended"]
     card = render_card(Finding("eeg-recommended", facts, lines), kind, Clock(), CALL)
     assert first in card["detail"] and "- and 1 more on file" in card["detail"]
+
+
+HOSTILE = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) **bold** _x_ # H"
+
+
+def _visible_text(html: str) -> str:
+    """What a reader sees of rendered HTML: the text without tags, entities decoded."""
+    return unescape(re.sub(r"<[^>]*>", "", html))
+
+
+def test_record_text_is_literal_in_the_markdown_detail(client: FlaskClient) -> None:
+    """A medicine name from the record is shown as written by CommonMark renderers (markdown-it
+    with HTML off; cmark with raw HTML on): no image, link, emphasis or heading; the summary and
+    labels (plain text) show it without escaping backslashes."""
+    path = FIXTURES / "scenarios" / "130-pv-calcium-10-6-on-supplement-high-warning.json"
+    request = json.loads(path.read_text())["request"]
+    for entry in request["prefetch"]["medications"]["entry"]:
+        concept = entry["resource"]["medicationCodeableConcept"]
+        concept["text"] = concept["coding"][0]["display"] = HOSTILE + "\n- item\n1. two"
+    response = client.post(f"/cds-services/{SERVICE_ID}", json=request)
+    assert response.status_code == 200
+    cards = response.get_json()["cards"]
+    card = next(c for c in cards if c["source"]["topic"]["code"] == "calcium-high")
+    name = HOSTILE + " - item 1. two"  # on one line: a record value cannot start a block
+    detail = card["detail"]
+    renderers = {
+        "markdown-it": MarkdownIt("commonmark", {"html": False}).render,
+        "cmark": lambda text: cmarkgfm.markdown_to_html(
+            text, options=cmarkgfm.Options.CMARK_OPT_UNSAFE
+        ),
+    }
+    for renderer, render in renderers.items():
+        html = render(detail)
+        for tag in ("<img", "<a ", "<em>x", "<strong>bold", "<h1", "<ol", "<ul>\n<li>item"):
+            assert tag not in html, (renderer, tag, html)
+        seen = _visible_text(html)
+        assert seen.count(name) == detail.count("\\<img"), (renderer, seen)  # fact and evidence
+        assert detail.count("\\<img") >= 2  # in the text and in the evidence bullet
+    labels = [s["label"] for s in card.get("suggestions", [])]
+    for plain in [card["summary"], *labels]:
+        assert "\\" not in plain
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("Calcium carbonate 600 MG", "Calcium carbonate 600 MG"),
+        ("2026-01-05", "2026-01-05"),
+        ("- x", "\\- x"),
+        ("--- ", "\\---"),
+        ("1. x", "1\\. x"),
+        ("a\r\nb", "a b"),
+        ("a\\*b&amp;", "a\\\\\\*b\\&amp;"),
+    ],
+)
+def test_markdown_literal(value: str, written: str) -> None:
+    assert markdown_literal(value) == written

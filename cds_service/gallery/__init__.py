@@ -119,17 +119,28 @@ def scenario_examples(knowledge: Knowledge, scenario_dir: Path) -> Iterable[Exam
             yield Example(kind, finding.variant, card, finding, scenario)
 
 
-def write_gallery(knowledge: Knowledge, scenario_dir: Path, out_dir: Path) -> Path:
-    """Write the gallery page into `out_dir` (created if needed); returns the page's path."""
-    page = render_page(knowledge, examples(knowledge, scenario_dir))
+def write_gallery(
+    knowledge: Knowledge,
+    scenario_dir: Path,
+    out_dir: Path,
+    modes: dict[str, str] | None = None,
+) -> Path:
+    """Write the gallery page into `out_dir` (created if needed); returns the page's path.
+    `modes`: the deployment's CDS_CARD_MODES, if set (ValueError naming an unknown kind)."""
+    page = render_page(knowledge, examples(knowledge, scenario_dir), modes)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / PAGE
     target.write_text(page, encoding="utf-8")
     return target
 
 
-def render_page(knowledge: Knowledge, shown: list[Example]) -> str:
-    """The gallery's HTML: one file, its style and script inline, nothing fetched."""
+def render_page(
+    knowledge: Knowledge, shown: list[Example], modes: dict[str, str] | None = None
+) -> str:
+    """The gallery's HTML: one file, its style and script inline, nothing fetched. Each kind's
+    mode is the one the deployment runs: cards.yaml's, unless `modes` (CDS_CARD_MODES) names it."""
+    modes = modes or {}
+    deployed = knowledge.with_modes(modes)
     groups: dict[str, list[dict[str, Any]]] = {}
     for key, kind in knowledge.cards.items():  # causes in the order cards.yaml first names them
         kind_examples = [_view(knowledge, e) for e in shown if e.finding.kind == key]
@@ -139,6 +150,8 @@ def render_page(knowledge: Knowledge, shown: list[Example]) -> str:
                 "title": kind.source["topic"]["display"],
                 "indicator": kind.indicator,
                 "snooze_days": kind.snooze_days,
+                "mode": deployed.cards[key].mode,
+                "mode_from": "CDS_CARD_MODES" if key in modes else "cards.yaml",
                 "variants": list(kind.variants),
                 "examples": kind_examples,
             }
@@ -158,6 +171,7 @@ def render_page(knowledge: Knowledge, shown: list[Example]) -> str:
         ],
         version=knowledge.version,
         content_hash=knowledge.content_hash,
+        card_modes=", ".join(f"{k}={v}" for k, v in modes.items()),
         kind_count=len(knowledge.cards),
         example_count=len(shown),
         css=assets.joinpath("gallery.css").read_text(encoding="utf-8"),

@@ -36,8 +36,9 @@ class Finding:
 
     facts fill `{name}` placeholders in the card kind's text (each is declared in its `facts`); a
     fact that is True enables a suggestion whose `when` names it; a `Type/id` fact is the target of
-    a delete action. evidence lines are Markdown bullets (value, unit, date, resource) appended to
-    the detail. variant names one of the kind's `variants` (its text for that case), if any.
+    a delete action. evidence lines are plain-text bullets ("- " then value, unit, date, resource)
+    appended to the detail; the renderer escapes them, like the facts, for Markdown. variant names
+    one of the kind's `variants` (its text for that case), if any.
     """
 
     kind: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +20,7 @@ class KindReport:
 
     kind: str
     version: str | None = None  # cards/version.yaml of the cards counted; None: not split by it
+    content: str | None = None  # their content hash (sha256, hex) when split by version; "": none
     week: date | None = None  # the Monday (UTC) of the week the cards were issued; None: all weeks
     shown: int = 0  # returned to the EHR
     silent: int = 0  # would have been shown: recorded while the kind was silent
@@ -31,6 +33,17 @@ class KindReport:
         """Accepted / (accepted + overridden): the share of acted-on cards that were accepted."""
         acted = self.accepted + self.overridden
         return self.accepted / acted if acted else None
+
+
+# Characters a sender could use to forge a line of the report or drive a terminal: C0 and C1
+# controls (ESC sequences, CR/LF), DEL, and the Unicode bidirectional formatting characters that
+# reorder what is shown (Unicode Standard Annex #9: embeddings, overrides, isolates, marks).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with each unprintable character replaced by U+FFFD (stored before they were refused)."""
+    return UNPRINTABLE.sub("\ufffd", text)
 
 
 # Cards recorded before issued cards carried their content version (migration 0004).
@@ -57,20 +70,27 @@ def report(
     card was issued. Feedback on a silent card (no EHR was shown it) counts nothing. See README,
     "Feedback".
     """
-    version = issued_cards.c.knowledge_version
+    version, content_hash = issued_cards.c.knowledge_version, issued_cards.c.content_hash
     try:
         with engine_for(url).begin() as connection:
             day = _day(connection.dialect.name)
             shown_query = select(
-                issued_cards.c.card_kind, version, day, issued_cards.c.silent, func.count()
-            ).group_by(issued_cards.c.card_kind, version, day, issued_cards.c.silent)
+                issued_cards.c.card_kind,
+                version,
+                content_hash,
+                day,
+                issued_cards.c.silent,
+                func.count(),
+            ).group_by(issued_cards.c.card_kind, version, content_hash, day, issued_cards.c.silent)
             items_query = (
                 select(
                     issued_cards.c.card_uuid,
                     issued_cards.c.card_kind,
                     version,
+                    content_hash,
                     day,
                     feedback.c.outcome,
+                    feedback.c.override_system,
                     feedback.c.override_code,
                     feedback.c.override_display,
                 )
@@ -91,45 +111,49 @@ def report(
     except STORE_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from None
 
-    kinds: dict[tuple[str, str | None, date | None], KindReport] = {}
+    kinds: dict[tuple[str, str | None, str | None, date | None], KindReport] = {}
 
-    def entry(kind: str, content: str | None, issued: Any) -> KindReport:
-        content = content or UNVERSIONED
-        key = (kind, content if by_version else None, _monday(issued) if by_week else None)
+    def entry(kind: str, release: str | None, content: str | None, issued: Any) -> KindReport:
+        split = (release or UNVERSIONED, content or "") if by_version else (None, None)
+        key = (kind, *split, _monday(issued) if by_week else None)
         if key not in kinds:
-            kinds[key] = KindReport(*key)
+            kinds[key] = KindReport(kind, split[0], split[1], key[3])
         return kinds[key]
 
-    for kind, content, issued, silent, count in shown:
-        row = entry(kind, content, issued)
+    for kind, release, content, issued, silent, count in shown:
+        row = entry(kind, release, content, issued)
         if silent:
             row.silent += count
         else:
             row.shown += count
     accepted: set[str] = set()
-    override_reason: dict[
-        str, str
-    ] = {}  # card -> reason (code, else display) of its latest override
+    # card -> reason of its latest override: (system, code), else its display alone
+    override_reason: dict[str, tuple[str, str]] = {}
     card_row: dict[str, KindReport] = {}
-    # A reason is counted by its code, named by the display any item gave it: some clients (the
-    # CDS Hooks sandbox) send the code alone, and the same reason must not count as two.
-    display_of: dict[str, str] = {}
-    for card, kind, content, issued, outcome, code, display in items:
-        card_row[card] = entry(kind, content, issued)
+    # A reason is counted by its system and code (the same code may mean other things in another
+    # system), named by the display items gave it most often: some clients (the CDS Hooks sandbox)
+    # send the code alone, and the same reason must not count as two.
+    displays: dict[tuple[str, str], Counter[str]] = {}
+    for card, kind, release, content, issued, outcome, system, code, display in items:
+        card_row[card] = entry(kind, release, content, issued)
         if outcome == "accepted":
             accepted.add(card)
             continue
-        override_reason[card] = code or display or "(no reason given)"
+        reason = (system or "", code) if code else ("", display or "(no reason given)")
+        override_reason[card] = reason
         if code and display:
-            display_of.setdefault(code, display)
+            displays.setdefault(reason, Counter())[display] += 1
     for card, row in card_row.items():
         if card in accepted:
             row.accepted += 1
         else:
             row.overridden += 1
             reason = override_reason[card]
-            row.reasons[display_of.get(reason, reason)] += 1
-    return sorted(kinds.values(), key=lambda k: (k.kind, k.version or "", k.week or date.min))
+            named = displays[reason].most_common(1)[0][0] if reason in displays else reason[1]
+            row.reasons[printable(named)] += 1
+    return sorted(
+        kinds.values(), key=lambda k: (k.kind, k.version or "", k.content or "", k.week or date.min)
+    )
 
 
 def _monday(day: Any) -> date:
@@ -163,6 +187,15 @@ def versions(url: str, since: datetime | None) -> list[tuple[str, str, datetime,
     return [
         (v or UNVERSIONED, h or "", _aware(first), _aware(last), n) for v, h, first, last, n in rows
     ]
+
+
+def unbumped(seen: list[tuple[str, str, datetime, datetime, int]]) -> dict[str, list[str]]:
+    """Each version (of `versions()`) that cards were issued with under more than one content
+    hash: its content changed without a version bump. Version -> its hashes, oldest first."""
+    hashes: dict[str, list[str]] = {}
+    for version, content, *_ in seen:
+        hashes.setdefault(version, []).append(content)
+    return {v: h for v, h in hashes.items() if len(h) > 1 and v != UNVERSIONED}
 
 
 def _aware(value: datetime) -> datetime:
