@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +16,7 @@ from cds_service.fhir.data import iter_bundle
 from cds_service.fhir.record import record_from_prefetch
 from cds_service.knowledge.loader import Service
 from cds_service.metrics import CARDS, SILENT, SNOOZED, inc
-from cds_service.prefetch import gather
+from cds_service.prefetch import add_referenced_medications, gather
 from cds_service.protocol.schemas import context_schema_for, validate
 from cds_service.render import render_cards
 from cds_service.rules import RULES, Evaluation, Finding
@@ -75,16 +77,21 @@ def call_service(
         _check_selections(body["context"])
 
     settings = runtime.settings
+    started = time.monotonic()
+    connect = _once(lambda: _fhir_client(runtime, body))
+    context = body["context"]
     data = gather(
         list(spec.prefetch),
         body.get("prefetch") or {},
-        body["context"],
-        lambda: _fhir_client(runtime, body),
+        context,
+        connect,
         runtime.executor,
         settings.fhir_deadline_seconds,
     )
-    context = body["context"]
     record = record_from_prefetch(context["patientId"], data)
+    drafts = [r for _, r in iter_bundle(context.get("draftOrders") or {})]
+    seconds_left = settings.fhir_deadline_seconds - (time.monotonic() - started)
+    add_referenced_medications(record, drafts, connect, runtime.executor, seconds_left)
     now = runtime.clock.now()
     findings = RULES[spec.rules](Evaluation(hook, context, record, runtime.knowledge, now))
     patient = patient_hash(settings.patient_hash_key or "", context["patientId"])
@@ -202,8 +209,22 @@ def request_from_bundle(
     }
 
 
+def _once(make: Callable[[], FhirClient]) -> Callable[[], FhirClient]:
+    """`make`, called again only while it has not succeeded: every fetch of a call shares one
+    client, and with it one deadline and one byte budget."""
+    made: list[FhirClient] = []
+
+    def connect() -> FhirClient:
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return connect
+
+
 def _fhir_client(runtime: Runtime, body: dict[str, Any]) -> FhirClient:
-    """The request's FHIR server as a client; called only when a prefetch key must be fetched.
+    """The request's FHIR server as a client; made only when something must be fetched (a prefetch
+    key, or a Medication an order names and no key brought).
 
     Raises FhirFetchError when there is no fhirServer or it is not one the service may call
     (prefetch.gather logs it, and fails the call with 412 if a required key needed it).

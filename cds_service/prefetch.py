@@ -7,6 +7,11 @@ Per key of a service's prefetch templates (CDS Hooks §Prefetch Template):
 - absent: the client chose not to fill it.
 Keys in the last two states are fetched from `fhirServer`, concurrently, each with its own timeout and
 all within one overall deadline. A required key that still has no answer fails the call with 412.
+
+Then Medications that orders name only by a reference, and that no key brought, are read from
+`fhirServer` too (a query outside the templates: CDS Hooks' recommended prefetch subset has no
+`_include`), within what is left of the same deadline and byte budget; failing that, the record goes
+on without them (the rules then say the medicine could not be identified).
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ from typing import Any, Protocol
 
 from cds_service.errors import Issue, PreconditionFailed
 from cds_service.fhir.client import FhirFetchError
-from cds_service.fhir.data import items
+from cds_service.fhir.data import Resource, items
+from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge.loader import PrefetchTemplate
 
 log = logging.getLogger(__name__)
 
 TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+
+# Most Medications read for one call, all in one search (a medicine list, with room; any beyond
+# stay unidentified and are said to be).
+MAX_MEDICATION_LOOKUPS = 50
 
 USER_TOKENS = {
     "userPractitionerId": "Practitioner",
@@ -187,6 +197,43 @@ def gather(
     if failures:
         raise PreconditionFailed("required prefetch data could not be obtained", failures)
     return data
+
+
+def add_referenced_medications(
+    record: PatientRecord,
+    requests: list[Resource],
+    connect: Callable[[], Fetcher],
+    executor: Executor,
+    seconds_left: float,
+) -> None:
+    """Reads from fhirServer the Medications that the record's orders and statements, and
+    `requests` (draft orders), name by a reference the record cannot resolve, and adds them.
+
+    `connect` must give the client gather() used, if it made one (one deadline and byte budget per
+    call). Any failure is logged and leaves the record as it was: never a failed call.
+    """
+    ids = record.unresolved_medication_ids(requests)[:MAX_MEDICATION_LOOKUPS]
+    if not ids:
+        return
+    try:
+        fetcher = connect()
+    except FhirFetchError as refused:
+        log.info("referenced medications not looked up", extra={"reason": str(refused)})
+        return
+    # FHIR ids are [A-Za-z0-9-.] (checked when collected): nothing in them needs escaping.
+    job = _querier(f"Medication?_id={','.join(ids)}&_count={len(ids)}")
+    future = executor.submit(job, fetcher)
+    done, _ = wait([future], timeout=max(seconds_left, 0.0))
+    if future not in done:
+        future.cancel()
+        reason = "the FHIR server did not answer within the call's deadline"
+    else:
+        try:
+            record.add_medications(future.result(), set(ids))
+            return
+        except FhirFetchError as failure:
+            reason = str(failure)
+    log.warning("referenced medications not obtained", extra={"reason": reason})
 
 
 def _querier(query: str) -> Job:

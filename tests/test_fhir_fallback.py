@@ -17,6 +17,7 @@ against a server that delays on demand.
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,3 +245,54 @@ def test_the_app_runs_with_this_modules_deadlines(app: Flask) -> None:
         REQUEST_TIMEOUT,
         CALL_DEADLINE,
     )
+
+
+UNSENT_MEDICATION = (
+    FIXTURES / "scenarios" / "383-medication-reference-not-received-says-unidentified.json"
+)
+
+
+def unsent_medication_request(fhir_server: str) -> dict[str, Any]:
+    """Scenario 383's call (tizanidine named only by `Medication/b18-j01-med-tiz`, that Medication not
+    in the prefetch, oral ciprofloxacin beside it) with a fhirServer. Scenario 382 seeds the server
+    with that Medication."""
+    request = json.loads(UNSENT_MEDICATION.read_text(encoding="utf-8"))["request"]
+    prefetch = request["prefetch"]
+    body = without_prefetch(request, fhir_server)
+    body["prefetch"] = prefetch
+    return body
+
+
+def card_kinds(response: Any) -> list[str]:
+    return sorted(c["source"]["topic"]["code"] for c in response.get_json()["cards"])
+
+
+def test_a_referenced_medication_not_prefetched_is_read_from_the_fhir_server(
+    client: FlaskClient, fhir_base: str
+) -> None:
+    reset_requests(fhir_base)
+    response = client.post(f"/cds-services/{SERVICE_ID}", json=unsent_medication_request(fhir_base))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert_valid_response(response.get_json())
+    cards = response.get_json()["cards"]
+    [interaction] = [
+        c for c in cards if c["source"]["topic"]["code"] == "tizanidine-cyp1a2-interaction"
+    ]
+    assert interaction["indicator"] == "critical"
+    assert "tizanidine 4 mg tablet" in interaction["summary"]
+    assert "medication-unidentified" not in card_kinds(response)
+    # The prefetch was complete: the one request is the Medication search, with the call's token.
+    [seen] = requests_seen(fhir_base)
+    assert seen["path"].endswith("/Medication")
+    assert seen["query"] == "_id=b18-j01-med-tiz&_count=1"
+    assert seen["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_a_fhir_server_that_is_down_leaves_the_medicine_unidentified(client: FlaskClient) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}/fhir/R4"
+        response = client.post(f"/cds-services/{SERVICE_ID}", json=unsent_medication_request(down))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    kinds = card_kinds(response)
+    assert "medication-unidentified" in kinds and "tizanidine-cyp1a2-interaction" not in kinds

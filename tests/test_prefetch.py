@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -9,10 +10,13 @@ import pytest
 
 from cds_service.errors import PreconditionFailed
 from cds_service.fhir.client import FhirFetchError
+from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge.loader import PrefetchTemplate
 from cds_service.prefetch import (
+    MAX_MEDICATION_LOOKUPS,
     KeyState,
     UnresolvableToken,
+    add_referenced_medications,
     classify,
     gather,
     resolve_template,
@@ -197,3 +201,87 @@ def test_failed_optional_key_is_left_out(executor: Any) -> None:
     )
     data = run({}, fetcher, executor)
     assert set(data) == {"patient", "conditions"}
+
+
+def referencing(*ids: str) -> PatientRecord:
+    """A record whose orders name their medicines only by `Medication/{id}`, none of them held."""
+    orders = [
+        {
+            "resourceType": "MedicationRequest",
+            "id": f"r-{rid}",
+            "status": "active",
+            "medicationReference": {"reference": f"Medication/{rid}"},
+        }
+        for rid in ids
+    ]
+    return PatientRecord.from_resources("pt-1", orders)
+
+
+def look_up(record: PatientRecord, fetcher: Any, executor: Any, seconds_left: float = 5) -> None:
+    def connect() -> Any:
+        if fetcher is None:
+            raise FhirFetchError("the request has no fhirServer to fetch it from")
+        return fetcher
+
+    add_referenced_medications(record, [], connect, executor, seconds_left)
+
+
+def test_referenced_medications_are_read_in_one_search(executor: Any) -> None:
+    tiz = {"resourceType": "Medication", "id": "tiz", "code": {"text": "tizanidine"}}
+    fetcher = RecordingFetcher(
+        {"Medication?_id=tiz,other&_count=2": {**EMPTY_BUNDLE, "entry": [{"resource": tiz}]}}
+    )
+    record = referencing("tiz", "other")
+    look_up(record, fetcher, executor)
+    assert fetcher.asked == ["Medication?_id=tiz,other&_count=2"]
+    assert record.medications == {"Medication/tiz": tiz}
+    assert record.unresolved_medication_ids() == ["other"]  # not on the server: stays unknown
+
+
+def test_at_most_the_cap_of_medications_is_asked_for(executor: Any) -> None:
+    fetcher = RecordingFetcher({})
+    look_up(referencing(*(f"m{n}" for n in range(MAX_MEDICATION_LOOKUPS + 5))), fetcher, executor)
+    [query] = fetcher.asked
+    assert query.count(",") == MAX_MEDICATION_LOOKUPS - 1
+    assert query.endswith(f"&_count={MAX_MEDICATION_LOOKUPS}")
+
+
+@pytest.mark.parametrize(
+    "fetcher", [None, RecordingFetcher({}, fail={"Medication?_id=tiz&_count=1"})]
+)
+def test_a_failed_medication_look_up_leaves_the_record_as_it_was(
+    executor: Any, fetcher: Any
+) -> None:
+    record = referencing("tiz")
+    look_up(record, fetcher, executor)
+    assert record.medications == {}
+    assert record.unresolved_medication_ids() == ["tiz"]
+
+
+class LateFetcher:
+    """Answers with the Medication only once released (after the caller stopped waiting)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def query(self, relative: str) -> dict[str, Any]:
+        self.release.wait(5)
+        tiz = {"resourceType": "Medication", "id": "tiz"}
+        return {**EMPTY_BUNDLE, "entry": [{"resource": tiz}]}
+
+
+def test_a_medication_look_up_past_the_deadline_is_not_waited_for(executor: Any) -> None:
+    record = referencing("tiz")
+    fetcher = LateFetcher()
+    look_up(record, fetcher, executor, seconds_left=0.05)
+    fetcher.release.set()
+    executor.shutdown(wait=True)  # the late answer arrives, and is not used
+    assert record.medications == {}
+
+
+def test_nothing_is_asked_when_every_medication_is_resolved(executor: Any) -> None:
+    record = referencing()
+    look_up(record, None, executor)  # a connect that would fail is not even called
+    fetcher = RecordingFetcher({})
+    look_up(record, fetcher, executor)
+    assert fetcher.asked == []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -11,6 +12,10 @@ from typing import Any
 from cds_service.fhir.data import Resource, items, iter_bundle, last_possible_date, reference_id
 
 log = logging.getLogger(__name__)
+
+# A relative reference to a Medication by a FHIR id (R4 id: 1-64 of [A-Za-z0-9-.]): the only kind
+# looked up on fhirServer, where it resolves (an absolute one may name another server's resource).
+_MEDICATION_REF = re.compile(r"Medication/([A-Za-z0-9.-]{1,64})")
 
 # The resource types the rules read besides the Patient and Medications, and the record's list each
 # goes to; anything else in a prefetch Bundle is ignored.
@@ -59,6 +64,29 @@ class PatientRecord:
         return self.medications.get(target) or (
             self.medications.get(f"Medication/{med_id}") if med_id else None
         )
+
+    def unresolved_medication_ids(self, requests: Iterable[Resource] = ()) -> list[str]:
+        """Ids of the Medications that this record's medicine orders and statements, and `requests`,
+        name by a relative reference this record cannot resolve; those with no display first (nothing
+        else names them)."""
+        named: dict[str, bool] = {}
+        for request in (*self.medication_requests, *requests):
+            ref = request.get("medicationReference")
+            target = ref.get("reference") if isinstance(ref, dict) else None
+            found = _MEDICATION_REF.fullmatch(target) if isinstance(target, str) else None
+            if found is None or self.medication_of(request) is not None:
+                continue
+            has_display = isinstance(ref, dict) and bool(ref.get("display"))
+            named[found.group(1)] = named.get(found.group(1), True) and has_display
+        return sorted(named, key=named.__getitem__)  # stable: False (no display) first
+
+    def add_medications(self, found: Resource | None, wanted: Collection[str]) -> None:
+        """The Medications of a search result whose ids are `wanted` (and not already held)."""
+        for _, resource in iter_bundle(found) if found else ():
+            rid = resource.get("id")
+            key = f"Medication/{rid}"
+            if resource.get("resourceType") == "Medication" and rid in wanted:
+                self.medications.setdefault(key, resource)
 
     @classmethod
     def from_resources(cls, patient_id: str, sources: Iterable[Resource | None]) -> PatientRecord:

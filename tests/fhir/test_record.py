@@ -102,3 +102,57 @@ def test_a_partial_birth_date_is_read_as_the_last_day_it_may_be(
 ) -> None:
     patient = {"resourceType": "Patient", "id": "p", "birthDate": birth}
     assert PatientRecord(patient_id="p", patient=patient).birth_date == expected
+
+
+def order(rid: str, reference: str, display: str | None = None, **extra: Any) -> dict[str, Any]:
+    ref: dict[str, Any] = {"reference": reference}
+    if display is not None:
+        ref["display"] = display
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "subject": {"reference": "Patient/pt-1"},
+        "medicationReference": ref,
+        **extra,
+    }
+
+
+def medication(rid: str) -> dict[str, Any]:
+    return {"resourceType": "Medication", "id": rid, "code": {"text": rid}}
+
+
+def test_only_relative_references_the_record_cannot_resolve_are_to_be_looked_up() -> None:
+    record = PatientRecord.from_resources(
+        "pt-1",
+        [
+            bundle(
+                order("r1", "Medication/named", display="tizanidine 4 mg"),
+                order("r2", "Medication/unnamed"),
+                order("r3", "Medication/held"),  # its Medication came in the prefetch
+                medication("held"),
+                order("r4", "#inline", contained=[medication("inline")]),
+                order("r5", "#gone"),  # contained reference with no contained resource
+                order("r6", "https://other.example/fhir/Medication/elsewhere"),
+                order("r7", "Medication/bad,id"),  # not a FHIR id: never put in a query
+                order("r8", "Medication/unnamed", display="shown elsewhere"),
+            )
+        ],
+    )
+    draft = order("d1", "Medication/drafted")
+    # No display on any order naming it comes first; a display on one of them does not change that.
+    assert record.unresolved_medication_ids([draft]) == ["unnamed", "drafted", "named"]
+
+
+def test_added_medications_resolve_the_orders_that_name_them() -> None:
+    record = PatientRecord.from_resources("pt-1", [bundle(order("r1", "Medication/m1"))])
+    found = bundle(
+        medication("m1"),
+        medication("not-asked"),
+        {"resourceType": "Patient", "id": "m1"},
+    )
+    record.add_medications(found, {"m1"})
+    assert record.medication_of(record.medication_requests[0]) == medication("m1")
+    assert set(record.medications) == {"Medication/m1"}
+    assert record.unresolved_medication_ids() == []
+    record.add_medications(None, {"m1"})  # nothing found: nothing changes
+    assert set(record.medications) == {"Medication/m1"}
