@@ -394,7 +394,8 @@ def _in_context(found: list[Mention], categories: set[str]) -> list[Mention]:
 
 
 def _units(sentence: str, lexicon: EegLexicon) -> list[_Unit]:
-    """The sentence as words, cues and findings; overlaps go to the leftmost, then the longest."""
+    """The sentence as words, cues and findings; overlaps go to the leftmost, then the longest,
+    then the first listed (cues before findings, in the lexicon's order)."""
     candidates: list[tuple[int, int, Cue | Term]] = []
     words = set(_WORD.findall(sentence))
     spans = [c for c in lexicon.cues if c.anchor is None or c.anchor in words]
@@ -438,8 +439,9 @@ def _governing(
     facing away from the finding ends the search too; for an EEG finding, one of the lexicon's
     backward hedges after it within the window still qualifies it (ConText reads them both ways). Findings in
     between do not end it (lists: "no spikes, sharp waves or seizures"). A cue beyond `window`
-    words reads as "out-of-window". A dangling negation after the finding (one whose forward
-    scope holds no finding) hedges it.
+    words reads as "out-of-window". A dangling negation after an EEG finding (one whose forward
+    scope holds no finding) hedges it; after a condition ("leg cramps - no DVT on ultrasound") a
+    forward negation speaks of what follows it, as in NegEx.
     """
     toward = "forward" if step < 0 else "backward"
     finding = units[index].item
@@ -454,7 +456,7 @@ def _governing(
             if item.category == "termination":
                 return effects
             if item.direction not in {toward, "both"}:
-                if step > 0 and _dangles(units, position, lexicon):
+                if step > 0 and eeg and _dangles(units, position, lexicon):
                     effects.add("out-of-window" if words_between > (window or 0) else "uncertain")
                 elif step > 0 and eeg and item.label in lexicon.backward_hedges and not beyond:
                     effects.add("uncertain")
@@ -510,9 +512,11 @@ def _coded_readings(report: Mapping[str, Any], lexicon: EegLexicon) -> set[str]:
 
 
 def _normalise(text: str) -> str:
-    """Lower case, hyphens and dashes as spaces, '&' as 'and', runs of spaces as one."""
+    """Lower case, hyphens and dashes as spaces (but "(-)"), '&' as 'and', runs of spaces as one."""
     text = text.lower().replace("&", " and ")
-    text = re.sub(r"[-‐‑‒–—]", " ", text)
+    # A minus sign alone in brackets is a list form's "negative" ("Spikes (-)"): kept as "(-)".
+    text = re.sub(r"\(\s*[-‐‑‒–—−]\s*\)", "(-)", text)
+    text = re.sub(r"(?<!\()[-‐‑‒–—]|[-‐‑‒–—](?!\))", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -84,6 +84,29 @@ def test_the_same_encounter_makes_the_same_event_and_an_infarction_code_always_c
         ("Abdominal cramps", False),
         ("Menstrual cramping", False),
         ("Cramping abdominal pain after meals, leg swelling", False),
+        # Issue 18 H2: a negation about something else after the cramps does not negate them;
+        # a finding's course ("not relieved", "no improvement") is a pseudo-negation.
+        ("Leg cramps not relieved by stretching", True),
+        ("Leg cramps, no relief with stretching", True),
+        ("Leg cramps not responding to stretching", True),
+        ("Leg cramps - no DVT on ultrasound", True),
+        ("No improvement in leg cramps", True),
+        ("Leg cramps; not on quinine", True),
+        ("Leg cramps (no longer on simvastatin)", True),
+        ("Leg cramps not improved with magnesium", True),
+        ("Leg cramps, no response to quinine", True),
+        ("Leg cramps not resolved", True),
+        # ... while the cramps' own negation still holds.
+        ("Denies leg cramps", False),
+        ("no cramping in the legs", False),
+        ("Leg cramps resolved", False),
+        ("Leg cramps: none", False),
+        ("Leg cramps - none", False),
+        ("Leg cramps: no longer", False),
+        ("Leg cramps no longer present", False),
+        ("Leg cramps negative", False),
+        ("Leg cramps (-)", False),
+        ("No leg cramps; not on quinine", False),
     ],
 )
 def test_cramps_written_with_a_local_code_count_unless_negated(
