@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from flask import Flask
@@ -39,6 +39,13 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+def no_postgres(exc: OperationalError) -> NoReturn:
+    """PostgreSQL did not answer: a failure in CI (which has it), elsewhere a skip that says why."""
+    if os.environ.get("CI"):
+        raise exc
+    pytest.skip(f"no PostgreSQL at {POSTGRES_URL} ({type(exc).__name__})")
+
+
 @contextmanager
 def postgres_schema() -> Iterator[str]:
     """A database URL on the local PostgreSQL whose search_path is a fresh, private schema."""
@@ -49,9 +56,7 @@ def postgres_schema() -> Iterator[str]:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     except OperationalError as exc:
         admin.dispose()
-        if os.environ.get("CI"):
-            raise  # CI has PostgreSQL: its absence is a failure, not a skip
-        pytest.skip(f"no PostgreSQL at {POSTGRES_URL} ({type(exc).__name__})")
+        no_postgres(exc)
     url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     try:
         yield url
