@@ -107,6 +107,10 @@ def serve(
     gc.freeze()
 
     def post_fork(server: Any, worker: Any) -> None:
+        # Until the worker installs its own handlers, it has the master's, which only queue a
+        # signal for the master's loop: a SIGTERM now would be lost, and the stop would wait the
+        # whole graceful timeout. A worker that has not booted has no call to finish: let it go.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # Database connections must not be shared across processes: each worker opens its own.
         dispose_engines()
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
+from cds_service.cli import GRACEFUL_TIMEOUT_SECONDS
 from cds_service.store import engine_for
 from cds_service.store.schema import issued_cards
 from tests.conftest import FIXTURES, ROOT, SERVICE_ID, release
@@ -78,7 +79,11 @@ class Served:
     def stop(self) -> str:
         """SIGTERM, as an orchestrator stops a container; the output once it has exited."""
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
+        # Longer than gunicorn's graceful timeout, so a slow stop shows its output.
+        try:
+            self.process.wait(timeout=GRACEFUL_TIMEOUT_SECONDS + 15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running after SIGTERM:\n{self.log.read_text(errors='replace')}")
         return self.log.read_text(errors="replace")
 
 
