@@ -78,7 +78,7 @@ def records(url: str) -> list[Any]:
 def test_every_card_and_discovery_entry_names_the_content_version(
     client: FlaskClient, knowledge: Knowledge
 ) -> None:
-    expected = {"version": "1.0.0", "contentHash": knowledge.content_hash}
+    expected = {"version": knowledge.version, "contentHash": knowledge.content_hash}
     discovery = client.get("/cds-services").get_json()
     for service in discovery["services"]:
         assert service["extension"] == {KNOWLEDGE_EXTENSION: expected}
@@ -88,7 +88,7 @@ def test_every_card_and_discovery_entry_names_the_content_version(
         assert card["extension"] == {KNOWLEDGE_EXTENSION: expected}
     ready = client.get("/readyz").get_json()["knowledge"]
     assert (ready["version"], ready["contentHash"], ready["silentKinds"]) == (
-        "1.0.0",
+        knowledge.version,
         knowledge.content_hash,
         [],
     )
@@ -104,9 +104,9 @@ def test_a_silent_kind_is_recorded_with_its_version_and_not_returned(
     silent_app.extensions["cds_runtime"].recorder.flush()
     [row] = [r for r in records(database_url) if r.card_kind == "calcium-low"]
     assert row.silent is True
-    assert (row.knowledge_version, row.content_hash) == ("1.0.0", knowledge.content_hash)
+    assert (row.knowledge_version, row.content_hash) == (knowledge.version, knowledge.content_hash)
     for shown in (r for r in records(database_url) if r.card_kind != "calcium-low"):
-        assert shown.silent is False and shown.knowledge_version == "1.0.0"
+        assert shown.silent is False and shown.knowledge_version == knowledge.version
 
     # Feedback on the silent card's id (no EHR was shown it): stored as sent, attributed to no
     # card, so it counts nothing and snoozes nothing.
@@ -279,7 +279,10 @@ def test_report_by_version_and_as_html_through_the_cli(
     assert by_version.exit_code == 0, by_version.output
     rows = [x.split() for x in by_version.output.splitlines() if x.startswith(f"{kind} ")]
     prefix = knowledge.content_hash[:12]
-    assert [r[1:5] for r in rows] == [["(unversioned)", "-", "1", "0"], ["1.0.0", prefix, "1", "0"]]
+    assert [r[1:5] for r in rows] == [
+        ["(unversioned)", "-", "1", "0"],
+        [knowledge.version, prefix, "1", "0"],
+    ]
     assert "without a version bump" not in by_version.output
 
     out = tmp_path / "html"
@@ -298,7 +301,7 @@ def test_report_by_version_and_as_html_through_the_cli(
             assert cell == str(getattr(row, column))
     # The weeks between October's card and November's are plotted as zeros, not left out.
     assert page.cells[(kind, "2026-11-02", "shown")] == "0"
-    assert page.cells[("", "1.0.0", "cards")] == "3"
+    assert page.cells[("", knowledge.version, "cards")] == "3"
     assert page.cells[("", "(unversioned)", "cards")] == "1"
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "PC CDS does not apply to patient (1)" in html

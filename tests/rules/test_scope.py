@@ -66,6 +66,9 @@ def test_the_same_encounter_makes_the_same_event_and_an_infarction_code_always_c
     [
         ("Nocturnal leg cramps", True),
         ("Charley horse, left calf", True),
+        ("Charley horses at night in both calves", True),
+        ("Recurrent charley-horses", True),
+        ("No charley horses since starting stretches", False),
         ("No leg cramps", False),
         ("Leg cramps: none", False),
         ("Knee pain", False),
