@@ -30,14 +30,14 @@ run: $(VENV)/.installed
 
 ## make test: installs what the tests need, then the whole suite (lint, format, types, pytest)
 test: $(VENV)/.installed-test fhir_server/node_modules/.package-lock.json
-	$(BIN)/ruff check cds_service tests
-	$(BIN)/ruff format --check cds_service tests
+	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/ruff format --check cds_service tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check cds_service tests
-	$(BIN)/ruff format --check cds_service tests
+	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/ruff format --check cds_service tests bench
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy

@@ -1,17 +1,4 @@
-"""The two floors `make bench` measures the service against, served exactly as `cds-service serve` serves.
-
-framework   the least a Flask hook endpoint does: read the request body, answer a canned body.
-production  the least a production hook call does, with the service's libraries: read the body,
-            verify the client JWT (PyJWT; keys parsed once, found by `kid`; signature, `iss`, `aud`,
-            `exp`), record its `jti` once in PostgreSQL (SQLAlchemy Core, one INSERT: a
-            replay is a 401), answer a canned body.
-
-The canned body of each service is the service's own answer to the scenario (bench/run.py saves it),
-so every server sends the load generator the same bytes. Gunicorn settings are serve's
-(cds_service/cli.py): gthread, the same workers and threads, timeout 30 s, no access log, preloaded.
-
-    python bench/floors.py production --port 18102 --answers DIR --issuers FILE --audience URL --database URL
-"""
+"""The framework and production floors of `make bench`, served as `cds-service serve` serves."""
 
 from __future__ import annotations
 
@@ -23,10 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
+from gunicorn.app.base import BaseApplication
+
+# serve's gunicorn settings (cds_service/cli.py), besides bind, workers and threads
+SERVE = {"worker_class": "gthread", "timeout": 30, "accesslog": None, "preload_app": True}
 
 
 def create_app(args: argparse.Namespace) -> Flask:
     app = Flask(f"{args.kind}-floor")
+    # the service's own answers (run.py saves them), so every server sends wrk the same bytes
     answers = {p.stem: p.read_bytes() for p in Path(args.answers).glob("*.json")}
     verify = _verifier(args) if args.kind == "production" else None
 
@@ -45,6 +37,7 @@ def create_app(args: argparse.Namespace) -> Flask:
 
 
 def _verifier(args: argparse.Namespace) -> Any:
+    """PyJWT (keys parsed once, found by `kid`), then one INSERT of the `jti`: a replay is a 401."""
     import jwt
     from sqlalchemy import Column, DateTime, MetaData, String, Table, create_engine, insert
     from sqlalchemy.exc import IntegrityError
@@ -53,11 +46,9 @@ def _verifier(args: argparse.Namespace) -> Any:
     trusted = {entry["iss"] for entry in issuers}
     keys = {key.key_id: key for e in issuers for key in jwt.PyJWKSet.from_dict(e["jwks"]).keys}
     engine = create_engine(args.database)
-    seen = Table(
-        "floor_jti", MetaData(),
-        Column("token_hash", String(64), primary_key=True),
-        Column("expires_at", DateTime(timezone=True), nullable=False),
-    )
+    token_hash = Column("token_hash", String(64), primary_key=True)
+    expires_at = Column("expires_at", DateTime(timezone=True), nullable=False)
+    seen = Table("floor_jti", MetaData(), token_hash, expires_at)
     seen.metadata.create_all(engine)
     engine.dispose()  # made in the master: each forked worker opens its own connections
 
@@ -65,16 +56,15 @@ def _verifier(args: argparse.Namespace) -> Any:
         token = authorization.removeprefix("Bearer ")
         try:
             key = keys[jwt.get_unverified_header(token)["kid"]]
+            require = {"require": ["iss", "aud", "exp", "iat", "jti"]}
+            audience, algorithms = args.audience + request.path, [key.algorithm_name]
             claims = jwt.decode(
-                token, key, algorithms=[key.algorithm_name], issuer=trusted,
-                audience=args.audience + request.path,
-                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+                token, key, algorithms, issuer=trusted, audience=audience, options=require
             )
+            jti = hashlib.sha256(f"{claims['iss']}\0{claims['jti']}".encode()).hexdigest()
+            expires = datetime.fromtimestamp(claims["exp"], UTC)
             with engine.begin() as connection:
-                connection.execute(insert(seen).values(
-                    token_hash=hashlib.sha256(f"{claims['iss']}\0{claims['jti']}".encode()).hexdigest(),
-                    expires_at=datetime.fromtimestamp(claims["exp"], UTC),
-                ))
+                connection.execute(insert(seen).values(token_hash=jti, expires_at=expires))
         except (jwt.PyJWTError, KeyError, IntegrityError):
             return False
         return True
@@ -83,9 +73,8 @@ def _verifier(args: argparse.Namespace) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("kind", choices=["framework", "production"])
-    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
@@ -96,15 +85,10 @@ def main() -> None:
     args = parser.parse_args()
     app = create_app(args)
 
-    from gunicorn.app.base import BaseApplication
-
     class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:  # serve's settings (cds_service/cli.py)
-            for name, value in {
-                "bind": f"{args.host}:{args.port}", "workers": args.workers,
-                "threads": args.threads, "worker_class": "gthread", "timeout": 30,
-                "accesslog": None, "preload_app": True,
-            }.items():
+        def load_config(self) -> None:
+            bind = {"bind": f"127.0.0.1:{args.port}", "workers": args.workers}
+            for name, value in {**bind, "threads": args.threads, **SERVE}.items():
                 self.cfg.set(name, value)
 
         def load(self) -> Flask:

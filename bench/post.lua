@@ -1,19 +1,12 @@
--- wrk script of `make bench`: POSTs one hook request over and over and checks every answer's status.
---
+-- wrk script of `make bench`: POSTs one hook request over and over and checks every answer's status:
 --   wrk -t1 -c8 -d5s -s bench/post.lua URL -- BODY TOKENS FIRST HOLD_MS CONNECTIONS VARIANTS
---
--- BODY      the request body; each request names one of VARIANTS patients (`bench-a` becomes
---           `bench-a-<n>`, taken in turn), so the card history spreads over patients as an EHR's does.
--- TOKENS    one bearer JWT per line ("-": no Authorization header). Request k sends line FIRST + k, so
---           no token is sent twice to a server while the runner moves FIRST on by the `used` printed.
--- HOLD_MS   each connection waits this long before its first request: the runner reads how the
---           connections spread over the gunicorn workers meanwhile, and restarts wrk if unevenly.
--- done() prints one line "BENCH_JSON {...}" for bench/run.py (run wrk with -t1).
-
-local threads = {}
+-- BODY is sent naming one of VARIANTS patients in turn (`bench-a` becomes `bench-a-<n>`), so the card
+-- history spreads over patients as an EHR's does. TOKENS: a bearer JWT per line ("-": none); request k
+-- sends line FIRST + k, and the runner moves FIRST on by the `used` printed, so no server sees a token
+-- twice. done() prints one line "BENCH_JSON {...}" for bench/run.py.
 
 function setup(thread)
-   threads[#threads + 1] = thread
+   only = thread -- run with -t1: one thread, whose counts done() reads
 end
 
 function init(args)
@@ -29,24 +22,19 @@ function init(args)
       for line in io.lines(args[2]) do tokens[#tokens + 1] = line end
    end
    first, hold, holds = tonumber(args[3]), tonumber(args[4]), tonumber(args[5])
-   used, wrapped, not_200, statuses = 0, 0, 0, ""
+   used, not_200, statuses = 0, 0, ""
    headers = { ["Content-Type"] = "application/json", ["Accept"] = "application/json" }
 end
 
-function delay()
-   if holds > 0 then
-      holds = holds - 1
-      return hold
-   end
-   return 0
+function delay() -- each connection's first request waits HOLD_MS: the runner counts them per worker
+   holds = holds - 1
+   return holds >= 0 and hold or 0
 end
 
 function request()
    used = used + 1
    if #tokens > 0 then
-      local k = first + used - 1
-      if k > #tokens then wrapped = wrapped + 1 end
-      headers["Authorization"] = "Bearer " .. tokens[(k - 1) % #tokens + 1]
+      headers["Authorization"] = "Bearer " .. tokens[(first + used - 2) % #tokens + 1]
    end
    return wrk.format("POST", nil, headers, bodies[used % #bodies + 1])
 end
@@ -59,11 +47,10 @@ function response(status, _, _)
 end
 
 function done(summary, latency, _)
-   local t, e = threads[1], summary.errors
-   io.write(string.format('BENCH_JSON {"requests":%d,"duration_us":%d,"used":%d,"wrapped":%d,'
-      .. '"not_200":%d,"statuses":"%s","socket_errors":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d}\n',
-      summary.requests, summary.duration, t:get("used"), t:get("wrapped"), t:get("not_200"),
-      t:get("statuses"),
+   local t, e = only, summary.errors
+   io.write(string.format('BENCH_JSON {"requests":%d,"duration_us":%d,"used":%d,"not_200":%d,'
+      .. '"statuses":"%s","socket_errors":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d}\n',
+      summary.requests, summary.duration, t:get("used"), t:get("not_200"), t:get("statuses"),
       e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(90),
       latency:percentile(99)))
 end

@@ -1,13 +1,4 @@
-"""The benchmark's hook requests, built from scenario fixture 42 (no data from outside the repository).
-
-(a) patient-view with a full prefetch of 54 resources: fixture 42 (infarction, spastic hemiparesis,
-    leg cramps, baclofen with eGFR 59) as patient `bench-a`, padded with the history an older stroke
-    patient has (three years of calcium, eGFR, albumin, magnesium and vitamin D results, eight
-    comorbidities, five current medicines, a DXA report).
-(d) order-sign for the same patient with five draft MedicationRequests (cyclobenzaprine, tramadol,
-    quinine, gabapentin, calcium carbonate); its prefetch is filled from the (a) record for whatever
-    keys discovery lists for the order service.
-"""
+"""The benchmark's hook requests (a) and (d), built from scenario fixture 42 and padded history."""
 
 from __future__ import annotations
 
@@ -25,8 +16,8 @@ LOINC, UCUM = "http://loinc.org", "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 TERMINOLOGY = "http://terminology.hl7.org/CodeSystem/"
 
-# Result history: LOINC, display, unit (as shown, UCUM), reference range, first value, step, how
-# many quarters back from 2026-08 and every how many of them.
+# fmt: off
+# Lab history: LOINC, display, unit (shown, UCUM), reference range, i-th value, quarters back from 2026-08, every
 HISTORY = [
     ("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", (8.5, 10.5),
      lambda i: round(9.1 + 0.1 * (i % 5), 1), 12, 1),
@@ -68,14 +59,15 @@ DRAFTS = [
     ("1897", "Calcium Carbonate", "Calcium carbonate 1250 MG (500 MG elemental) Oral Tablet",
      "1 tablet by mouth twice daily with meals"),
 ]
+# fmt: on
 
 
 def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    entries = [
-        {"fullUrl": f"{EHR}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-        for r in resources
-    ]
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources), "entry": entries}
+    entry = []
+    for r in resources:
+        url = f"{EHR}/{r['resourceType']}/{r['id']}"
+        entry.append({"fullUrl": url, "resource": r, "search": {"mode": "match"}})
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources), "entry": entry}
 
 
 def resources_of(value: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -86,53 +78,64 @@ def resources_of(value: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [value]
 
 
+def concept(system: str, code: str, display: str | None = None) -> dict[str, Any]:
+    coding = {"system": system, "code": code} | ({"display": display} if display else {})
+    return {"coding": [coding]}
+
+
 def _quarters(count: int) -> list[str]:
     """`count` dates a quarter apart, from 2026-08-14 back (before the fixture's own results)."""
     months = [2026 * 12 + 7 - 3 * i for i in range(count)]
     return [f"{m // 12:04d}-{m % 12 + 1:02d}-14" for m in months]
 
 
-def _lab(n: int, code: str, display: str, when: str, value: float, unit: str, ucum: str,
-         normal: tuple[float, float] | None) -> dict[str, Any]:
+def _lab(n: int, when: str, value: float, row: tuple[Any, ...]) -> dict[str, Any]:
+    code, display, unit, ucum, normal = row[:5]
     quantity = {"unit": unit, "system": UCUM, "code": ucum}
     obs: dict[str, Any] = {
-        "resourceType": "Observation", "id": f"{PATIENT}-hist-{n}", "status": "final",
-        "category": [{"coding": [{"system": TERMINOLOGY + "observation-category",
-                                  "code": "laboratory", "display": "Laboratory"}]}],
-        "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+        "resourceType": "Observation",
+        "id": f"{PATIENT}-hist-{n}",
+        "status": "final",
+        "category": [concept(TERMINOLOGY + "observation-category", "laboratory", "Laboratory")],
+        "code": concept(LOINC, code, display),
         "subject": {"reference": f"Patient/{PATIENT}"},
-        "effectiveDateTime": f"{when}T08:30:00Z", "issued": f"{when}T11:02:00Z",
+        "effectiveDateTime": f"{when}T08:30:00Z",
+        "issued": f"{when}T11:02:00Z",
         "valueQuantity": {"value": value, **quantity},
     }
     if normal:
-        low, high = normal
-        obs["referenceRange"] = [{"low": {"value": low, **quantity}, "high": {"value": high, **quantity}}]
+        low, high = ({"value": limit, **quantity} for limit in normal)
+        obs["referenceRange"] = [{"low": low, "high": high}]
     return obs
 
 
 def _condition(n: int, code: str, display: str, onset: str) -> dict[str, Any]:
+    status = "resolved" if code == "J06.9" else "active"
     return {
-        "resourceType": "Condition", "id": f"{PATIENT}-comorb-{n}",
-        "clinicalStatus": {"coding": [{"system": TERMINOLOGY + "condition-clinical",
-                                       "code": "resolved" if code == "J06.9" else "active"}]},
-        "verificationStatus": {"coding": [{"system": TERMINOLOGY + "condition-ver-status",
-                                           "code": "confirmed"}]},
-        "category": [{"coding": [{"system": TERMINOLOGY + "condition-category",
-                                  "code": "problem-list-item"}]}],
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code,
-                             "display": display}]},
-        "subject": {"reference": f"Patient/{PATIENT}"}, "onsetDateTime": onset, "recordedDate": onset,
+        "resourceType": "Condition",
+        "id": f"{PATIENT}-comorb-{n}",
+        "clinicalStatus": concept(TERMINOLOGY + "condition-clinical", status),
+        "verificationStatus": concept(TERMINOLOGY + "condition-ver-status", "confirmed"),
+        "category": [concept(TERMINOLOGY + "condition-category", "problem-list-item")],
+        "code": concept("http://hl7.org/fhir/sid/icd-10-cm", code, display),
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "onsetDateTime": onset,
+        "recordedDate": onset,
     }
 
 
-def _medication(rid: str, code: str, display: str, text: str, dose: str,
-                status: str = "active", authored: str = "2025-03-01") -> dict[str, Any]:
+def _medication(rid: str, row: tuple[str, ...], status: str, authored: str) -> dict[str, Any]:
+    code, display, text, dose = row
     return {
-        "resourceType": "MedicationRequest", "id": rid, "status": status, "intent": "order",
-        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code, "display": display}],
-                                      "text": text},
-        "subject": {"reference": f"Patient/{PATIENT}"}, "authoredOn": authored,
-        "requester": {"reference": "Practitioner/dr-1"}, "dosageInstruction": [{"text": dose}],
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": concept(RXNORM, code, display) | {"text": text},
+        "subject": {"reference": f"Patient/{PATIENT}"},
+        "authoredOn": authored,
+        "requester": {"reference": "Practitioner/dr-1"},
+        "dosageInstruction": [{"text": dose}],
     }
 
 
@@ -140,38 +143,42 @@ def prefetch_a() -> dict[str, Any]:
     """The (a) patient's full prefetch: the fixture's resources plus a realistic history."""
     fixture = json.loads(FIXTURE_A.read_text(encoding="utf-8"))["request"]["prefetch"]
     fixture = json.loads(json.dumps(fixture).replace("pt-42", PATIENT))
-    history = []
-    for code, display, unit, ucum, normal, value, count, every in HISTORY:
+    history: list[dict[str, Any]] = []
+    for row in HISTORY:
+        value, count, every = row[5:]
         for i, when in enumerate(_quarters(count)[::every]):
-            history.append(_lab(len(history) + 1, code, display, when, value(i), unit, ucum, normal))
+            history.append(_lab(len(history) + 1, when, value(i), row))
     observations = resources_of(fixture["observations"]) + history
     observations.sort(key=lambda o: o["effectiveDateTime"], reverse=True)
-    conditions = resources_of(fixture["conditions"]) + [
-        _condition(n, *row) for n, row in enumerate(COMORBIDITIES, start=1)
-    ]
-    medications = resources_of(fixture["medications"]) + [
-        _medication(f"{PATIENT}-med-{n}", *row) for n, row in enumerate(MEDICINES, start=1)
-    ]
+    conditions = resources_of(fixture["conditions"])
+    conditions += [_condition(n, *row) for n, row in enumerate(COMORBIDITIES, start=1)]
+    medications = resources_of(fixture["medications"])
+    for n, row in enumerate(MEDICINES, start=1):
+        medications.append(_medication(f"{PATIENT}-med-{n}", row, "active", "2025-03-01"))
     dxa = {
-        "resourceType": "DiagnosticReport", "id": f"{PATIENT}-dxa-1", "status": "final",
-        "code": {"coding": [{"system": LOINC, "code": "38268-9",
-                             "display": "DXA Skeletal system Views for bone density"}]},
+        "resourceType": "DiagnosticReport",
+        "id": f"{PATIENT}-dxa-1",
+        "status": "final",
+        "code": concept(LOINC, "38268-9", "DXA Skeletal system Views for bone density"),
         "subject": {"reference": f"Patient/{PATIENT}"},
-        "effectiveDateTime": "2024-04-22", "issued": "2024-04-23T09:00:00Z",
+        "effectiveDateTime": "2024-04-22",
+        "issued": "2024-04-23T09:00:00Z",
         "conclusion": "Osteopenia of the left femoral neck (T-score -1.6). No osteoporosis.",
     }
     return {
-        "patient": fixture["patient"], "conditions": searchset(conditions),
-        "observations": searchset(observations), "medications": searchset(medications),
-        "reports": searchset([dxa]), "procedures": searchset([]),
+        "patient": fixture["patient"],
+        "conditions": searchset(conditions),
+        "observations": searchset(observations),
+        "medications": searchset(medications),
+        "reports": searchset([dxa]),
+        "procedures": searchset([]),
     }
 
 
 def request_a() -> dict[str, Any]:
-    return {
-        "hook": "patient-view", "hookInstance": "2c0f0b6e-6a43-4a0e-9c39-bd3b5f4a0a01",
-        "context": {"userId": "Practitioner/dr-1", "patientId": PATIENT}, "prefetch": prefetch_a(),
-    }
+    context = {"userId": "Practitioner/dr-1", "patientId": PATIENT}
+    hook = {"hook": "patient-view", "hookInstance": "2c0f0b6e-6a43-4a0e-9c39-bd3b5f4a0a01"}
+    return {**hook, "context": context, "prefetch": prefetch_a()}
 
 
 def _fill(query: str, record: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,13 +197,11 @@ def request_d(discovered: dict[str, Any]) -> dict[str, Any]:
     record = [r for value in prefetch_a().values() for r in resources_of(value)]
     prefetch = {key: _fill(q, record) for key, q in (discovered.get("prefetch") or {}).items()}
     drafts = [
-        _medication(f"{PATIENT}-draft-{n}", *row, status="draft", authored="2026-11-24")
+        _medication(f"{PATIENT}-draft-{n}", row, "draft", "2026-11-24")
         for n, row in enumerate(DRAFTS, start=1)
     ]
-    context = {
-        "userId": "Practitioner/dr-1", "patientId": PATIENT,
-        "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                        "entry": [{"resource": o} for o in drafts]},
-    }
-    return {"hook": "order-sign", "hookInstance": "2c0f0b6e-6a43-4a0e-9c39-bd3b5f4a0d04",
-            "context": context, "prefetch": prefetch}
+    entry = [{"resource": order} for order in drafts]
+    orders = {"resourceType": "Bundle", "type": "collection", "entry": entry}
+    context = {"userId": "Practitioner/dr-1", "patientId": PATIENT, "draftOrders": orders}
+    hook = {"hook": "order-sign", "hookInstance": "2c0f0b6e-6a43-4a0e-9c39-bd3b5f4a0d04"}
+    return {**hook, "context": context, "prefetch": prefetch}

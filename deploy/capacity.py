@@ -62,7 +62,7 @@ def table(result: dict[str, Any], source: str) -> str:
         "",
         f"Written by `make capacity` (`deploy/capacity.py`) from `{source}`, which `make bench`",
         f"wrote on {result['date']} (commit {m['commit']}; {m['cpus']} CPUs of {m['cpu']}, load average",
-        f"{m['load']:.1f}; PostgreSQL {result['postgresql']} on the same machine; service code: {result['code']}).",
+        f"{m['load']:.1f}; PostgreSQL {result['postgresql']} on the same machine).",
         "",
         "**Measured** (the production shape: `cds-service serve`, gunicorn 2 workers x 4 threads, a fresh",
         "client JWT per call whose `jti` is stored in PostgreSQL; wrk at 8 connections; CPU read from",

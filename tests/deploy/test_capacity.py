@@ -18,7 +18,6 @@ def bench_result(cpu_ms: float) -> dict[str, Any]:
     return {
         "date": "2026-12-06 12:00 UTC",
         "postgresql": "15",
-        "code": "pure Python",
         "machine": {"commit": "abc1234", "cpus": 2, "cpu": "test", "load": 1.0},
         "summary": [{**row, "cpu_ms": cpu_ms, "db_cpu_ms": 0.5}],
     }
