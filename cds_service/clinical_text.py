@@ -332,6 +332,8 @@ def mentions(text: str, lexicon: EegLexicon) -> list[Mention]:
             skipping = heading.group(1).strip() in lexicon.skipped_sections
         if skipping:
             continue
+        if not any(term.pattern.search(sentence) for term in lexicon.terms):
+            continue  # it names no finding: there is nothing for its cues to qualify
         found.extend(_sentence_mentions(sentence, raw.strip(), number, lexicon))
     return found
 

@@ -207,16 +207,19 @@ def tizanidine_with_cyp1a2_inhibitor(
     """Tizanidine with a systemic CYP1A2 inhibitor, either one under review: critical when any
     partner is contraindicated (fluvoxamine, ciprofloxacin), else the label's warning."""
     found = []
+    tizanidines = ev.medicines("tizanidine", regimen)
     for medicine in under_review:
-        others = [m for m in regimen if not same_order(m, medicine)]
         if ev.is_in(medicine, "tizanidine"):
+            others = [m for m in regimen if not same_order(m, medicine)]
             partners = [m for m in others if cyp1a2_inhibitor(ev, m)]
             grades = {cyp1a2_inhibitor(ev, m) for m in partners}
         else:
             grade = cyp1a2_inhibitor(ev, medicine)
             # A tizanidine also under review raises the card from its own side.
             partners = [
-                m for m in ev.medicines("tizanidine", others) if not _involves([m], under_review)
+                m
+                for m in tizanidines
+                if not same_order(m, medicine) and not _involves([m], under_review)
             ]
             grades = {grade} if grade and partners else set()
         if not grades:
@@ -238,11 +241,12 @@ def duplicate_muscle_relaxants(
 ) -> list[Finding]:
     """A muscle relaxant under review with another, different one in the regimen."""
     found = []
+    relaxants = ev.medicines("muscle-relaxants", regimen)
     for medicine in ev.medicines("muscle-relaxants", under_review):
         same = identity(ev, medicine, "muscle-relaxants")
         others = [
             m
-            for m in ev.medicines("muscle-relaxants", regimen)
+            for m in relaxants
             if not same_order(m, medicine) and identity(ev, m, "muscle-relaxants") != same
         ]
         if not others:
