@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -22,6 +23,10 @@ from cds_service.knowledge import KnowledgeError, load_knowledge
 log = logging.getLogger(__name__)
 
 
+# An option a deployment may set in the environment instead; --help names the variable.
+env_option = functools.partial(click.option, show_default=True, show_envvar=True)
+
+
 @click.group()
 @click.version_option(package_name="cds-service")
 def main() -> None:
@@ -30,12 +35,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("PORT", "8080")),
-    show_default="8080 or $PORT",
-)
+@env_option("--port", type=int, default=8080, envvar="PORT")
 def run(host: str, port: int) -> None:
     """Run the development server (CDS_ENV=development defaults: SQLite under ./var, no JWT)."""
     from cds_service.app import create_app
@@ -54,34 +54,11 @@ def run(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("PORT", "8080")),
-    show_default="8080 or $PORT",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=lambda: int(os.environ.get("CDS_WORKERS", "2")),
-    show_default="2 or $CDS_WORKERS",
-)
-@click.option(
-    "--threads",
-    type=int,
-    default=lambda: int(os.environ.get("CDS_THREADS", "4")),
-    show_default="4 or $CDS_THREADS",
-)
-@click.option(
-    "--certfile",
-    default=lambda: os.environ.get("CDS_TLS_CERTFILE"),
-    help="TLS certificate (PEM) to serve https directly; or $CDS_TLS_CERTFILE.",
-)
-@click.option(
-    "--keyfile",
-    default=lambda: os.environ.get("CDS_TLS_KEYFILE"),
-    help="TLS private key (PEM); or $CDS_TLS_KEYFILE.",
-)
+@env_option("--port", type=int, default=8080, envvar="PORT")
+@env_option("--workers", type=int, default=2, envvar="CDS_WORKERS")
+@env_option("--threads", type=int, default=4, envvar="CDS_THREADS")
+@env_option("--certfile", envvar="CDS_TLS_CERTFILE", help="TLS certificate (PEM) to serve https.")
+@env_option("--keyfile", envvar="CDS_TLS_KEYFILE", help="TLS private key (PEM).")
 def serve(
     host: str, port: int, workers: int, threads: int, certfile: str | None, keyfile: str | None
 ) -> None:
