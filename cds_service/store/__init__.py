@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,12 @@ def session(
         raise StoreUnavailable(type(error).__name__) from None
     finally:
         _WATCHDOG.disarm()
+
+
+def aware(value: datetime) -> datetime:
+    """A datetime read back from the database, in UTC (SQLite returns naive ones; everything the
+    service stores is UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, literal_column, select
 
-from cds_service.store import session
+from cds_service.store import aware, session
 from cds_service.store.schema import feedback, issued_cards, jwt_replay
 
 
@@ -179,7 +179,7 @@ def versions(url: str, since: datetime | None) -> list[tuple[str, str, datetime,
     with session(url, maintenance=True) as connection:
         rows = connection.execute(query).all()
     return [
-        (v or UNVERSIONED, h or "", _aware(first), _aware(last), n) for v, h, first, last, n in rows
+        (v or UNVERSIONED, h or "", aware(first), aware(last), n) for v, h, first, last, n in rows
     ]
 
 
@@ -190,11 +190,6 @@ def unbumped(seen: list[tuple[str, str, datetime, datetime, int]]) -> dict[str, 
     for version, content, *_ in seen:
         hashes.setdefault(version, []).append(content)
     return {v: h for v, h in hashes.items() if len(h) > 1 and v != UNVERSIONED}
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything the service stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def prune(url: str, before: datetime, now: datetime) -> dict[str, int]:
