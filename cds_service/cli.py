@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -11,7 +12,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -22,6 +23,10 @@ from cds_service.knowledge import KnowledgeError, load_knowledge
 log = logging.getLogger(__name__)
 
 
+# An option a deployment may set in the environment instead; --help names the variable.
+env_option = functools.partial(click.option, show_default=True, show_envvar=True)
+
+
 @click.group()
 @click.version_option(package_name="cds-service")
 def main() -> None:
@@ -30,12 +35,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("PORT", "8080")),
-    show_default="8080 or $PORT",
-)
+@env_option("--port", type=int, default=8080, envvar="PORT")
 def run(host: str, port: int) -> None:
     """Run the development server (CDS_ENV=development defaults: SQLite under ./var, no JWT)."""
     from cds_service.app import create_app
@@ -54,34 +54,11 @@ def run(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("PORT", "8080")),
-    show_default="8080 or $PORT",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=lambda: int(os.environ.get("CDS_WORKERS", "2")),
-    show_default="2 or $CDS_WORKERS",
-)
-@click.option(
-    "--threads",
-    type=int,
-    default=lambda: int(os.environ.get("CDS_THREADS", "4")),
-    show_default="4 or $CDS_THREADS",
-)
-@click.option(
-    "--certfile",
-    default=lambda: os.environ.get("CDS_TLS_CERTFILE"),
-    help="TLS certificate (PEM) to serve https directly; or $CDS_TLS_CERTFILE.",
-)
-@click.option(
-    "--keyfile",
-    default=lambda: os.environ.get("CDS_TLS_KEYFILE"),
-    help="TLS private key (PEM); or $CDS_TLS_KEYFILE.",
-)
+@env_option("--port", type=int, default=8080, envvar="PORT")
+@env_option("--workers", type=int, default=2, envvar="CDS_WORKERS")
+@env_option("--threads", type=int, default=4, envvar="CDS_THREADS")
+@env_option("--certfile", envvar="CDS_TLS_CERTFILE", help="TLS certificate (PEM) to serve https.")
+@env_option("--keyfile", envvar="CDS_TLS_KEYFILE", help="TLS private key (PEM).")
 def serve(
     host: str, port: int, workers: int, threads: int, certfile: str | None, keyfile: str | None
 ) -> None:
@@ -168,12 +145,10 @@ def _prepare_metrics_dir() -> None:
         return
     directory = Path(value)
     if not value.strip() or not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
-        click.echo(
+        _fail(
             f"cannot start: PROMETHEUS_MULTIPROC_DIR={value!r} must name a writable directory "
             "(or be unset)",
-            err=True,
         )
-        sys.exit(1)
     for stale in directory.glob("*.db"):
         stale.unlink()
 
@@ -188,8 +163,7 @@ def migrate() -> None:
     try:
         applied = run_migrations(settings.database_url)
     except StoreUnavailable as exc:
-        click.echo(f"database unreachable: {exc}", err=True)
-        sys.exit(1)
+        _fail(f"database unreachable: {exc}")
     if applied:
         click.echo(
             f"applied {applied} migration{'s' if applied != 1 else ''}; the schema is current"
@@ -229,8 +203,7 @@ def report_command(since: datetime | None, by_version: bool, html_dir: Path | No
 
             written = write_report(settings.database_url, start, html_dir)
     except StoreUnavailable as exc:
-        click.echo(_store_problem(settings.database_url, exc), err=True)
-        sys.exit(1)
+        _fail(_store_problem(settings.database_url, exc))
     click.echo(f"Card outcomes since {start.date().isoformat() if start else 'the first record'}")
     click.echo(
         "one outcome per card: accepted if a suggestion was taken (even if dismissed later), else\n"
@@ -287,18 +260,22 @@ def prune(older_than_days: int) -> None:
     try:
         removed = prune_store(settings.database_url, now - timedelta(days=older_than_days), now)
     except StoreUnavailable as exc:
-        click.echo(f"database unreachable: {exc}", err=True)
-        sys.exit(1)
+        _fail(f"database unreachable: {exc}")
     click.echo(", ".join(f"{table}: {count} removed" for table, count in removed.items()))
 
 
-def _settings_or_exit(*used: str) -> Settings:
+def _fail(message: str) -> NoReturn:
+    """Say why on stderr and exit 1."""
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+def _settings_or_exit(*used: str, **overrides: Any) -> Settings:
     """The settings a command uses (Settings field names), read and checked; no others."""
     try:
-        return load_settings(only=used)
+        return load_settings(only=used, **overrides)
     except ConfigError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(1)
+        _fail(f"configuration error: {exc}")
 
 
 @main.command("check-knowledge")
@@ -311,8 +288,7 @@ def check_knowledge(fhir: bool) -> None:
     try:
         knowledge = load_knowledge(settings.knowledge_dir)
     except KnowledgeError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
+        _fail(str(exc))
     problems = validate_orders(knowledge) if fhir else []
     for problem in problems:
         click.echo(problem, err=True)
@@ -366,16 +342,14 @@ def gallery(out_dir: Path, scenario_dir: Path) -> None:
     try:
         from cds_service.gallery import GalleryError, write_gallery
     except ModuleNotFoundError as exc:  # the gallery extra: not in the served image
-        click.echo(f"{exc.name} is not installed: pip install -e '.[gallery]'", err=True)
-        sys.exit(1)
+        _fail(f"{exc.name} is not installed: pip install -e '.[gallery]'")
 
     settings = _settings_or_exit("knowledge_dir", "card_modes")
     try:
         knowledge = load_knowledge(settings.knowledge_dir)
         page = write_gallery(knowledge, scenario_dir, out_dir, dict(settings.card_modes))
     except (KnowledgeError, GalleryError, ValueError) as exc:
-        click.echo(f"cannot write the gallery: {exc}", err=True)
-        sys.exit(1)
+        _fail(f"cannot write the gallery: {exc}")
     click.echo(f"card gallery: {page} ({len(knowledge.cards)} card kinds)")
 
 
@@ -431,11 +405,7 @@ def evaluate(
     # The output is the review; start-up lines (migrations, "JWT verification is OFF", which is by
     # design here) would bury it. CDS_LOG_LEVEL=INFO shows them again.
     os.environ.setdefault("CDS_LOG_LEVEL", "ERROR")
-    try:
-        settings = load_settings(only=EVALUATE_SETTINGS, auth="off")
-    except ConfigError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(1)
+    settings = _settings_or_exit(*EVALUATE_SETTINGS, auth="off")
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -553,8 +523,7 @@ def _app_or_exit(factory: Any) -> Any:
     try:
         return factory()
     except (ConfigError, KnowledgeError) as exc:
-        click.echo(f"cannot start: {exc}", err=True)
-        sys.exit(1)
+        _fail(f"cannot start: {exc}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,18 +79,28 @@ def _bool(name: str, value: str) -> bool:
     raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
-def _number(name: str, value: str, kind: type[int] | type[float], minimum: float) -> Any:
-    try:
-        parsed = kind(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
-    if parsed < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
-    return parsed
+def _number(kind: type[int] | type[float], minimum: float) -> Callable[[str, str], Any]:
+    def parse(name: str, value: str) -> Any:
+        try:
+            parsed = kind(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {value!r}") from None
+        if parsed < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}")
+        return parsed
+
+    return parse
 
 
 def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _allowlist(name: str, value: str) -> tuple[AllowedUrl, ...]:
+    try:
+        return tuple(AllowedUrl.parse(item) for item in _list(value))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _card_modes(value: str) -> tuple[tuple[str, str], ...]:
@@ -115,6 +125,32 @@ def _card_modes(value: str) -> tuple[tuple[str, str], ...]:
 ENV_VAR = {f.name: f"CDS_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name != "env"}
 
 
+# How the text of each field's variable (ENV_VAR) becomes its value, in the order they are read.
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "database_url": lambda _, value: value,
+    "knowledge_dir": lambda _, value: Path(value),
+    "fhir_server_allowlist": _allowlist,
+    "cors_origins": lambda _, value: _list(value),
+    "max_body_bytes": _number(int, 1024),
+    "fhir_timeout_seconds": _number(float, 0.05),
+    "fhir_deadline_seconds": _number(float, 0.05),
+    "fhir_max_pages": _number(int, 1),
+    "fhir_max_concurrency": _number(int, 1),
+    "fhir_max_response_bytes": _number(int, 1024),
+    "store_retry_seconds": _number(float, 0),
+    "auth": lambda _, value: value.strip().lower(),
+    "public_base_url": lambda _, value: value.rstrip("/"),
+    "patient_hash_key": lambda _, value: value or None,  # empty: unset
+    "trusted_issuers": lambda _, value: Path(value),
+    "jwt_clock_skew_seconds": _number(int, 0),
+    "jwks_cache_seconds": _number(int, 0),
+    "log_level": lambda _, value: value.upper(),
+    "card_modes": lambda _, value: _card_modes(value),
+    "validate_responses": _bool,
+    "migrate_at_start": _bool,
+}
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
@@ -137,57 +173,9 @@ def load_settings(
         env_vars = {k: v for k, v in env_vars.items() if k in used}
 
     values: dict[str, Any] = {"env": profile}
-    if "CDS_DATABASE_URL" in env_vars:
-        values["database_url"] = env_vars["CDS_DATABASE_URL"]
-    if "CDS_KNOWLEDGE_DIR" in env_vars:
-        values["knowledge_dir"] = Path(env_vars["CDS_KNOWLEDGE_DIR"])
-    if "CDS_FHIR_SERVER_ALLOWLIST" in env_vars:
-        try:
-            values["fhir_server_allowlist"] = tuple(
-                AllowedUrl.parse(item) for item in _list(env_vars["CDS_FHIR_SERVER_ALLOWLIST"])
-            )
-        except ValueError as exc:
-            raise ConfigError(f"CDS_FHIR_SERVER_ALLOWLIST: {exc}") from None
-    if "CDS_CORS_ORIGINS" in env_vars:
-        values["cors_origins"] = _list(env_vars["CDS_CORS_ORIGINS"])
-    numbers: list[tuple[str, str, type[int] | type[float], float]] = [
-        ("CDS_MAX_BODY_BYTES", "max_body_bytes", int, 1024),
-        ("CDS_FHIR_TIMEOUT_SECONDS", "fhir_timeout_seconds", float, 0.05),
-        ("CDS_FHIR_DEADLINE_SECONDS", "fhir_deadline_seconds", float, 0.05),
-        ("CDS_FHIR_MAX_PAGES", "fhir_max_pages", int, 1),
-        ("CDS_FHIR_MAX_CONCURRENCY", "fhir_max_concurrency", int, 1),
-        ("CDS_FHIR_MAX_RESPONSE_BYTES", "fhir_max_response_bytes", int, 1024),
-        ("CDS_STORE_RETRY_SECONDS", "store_retry_seconds", float, 0),
-    ]
-    for var, attr, kind, minimum in numbers:
-        if var in env_vars:
-            values[attr] = _number(var, env_vars[var], kind, minimum)
-    if "CDS_AUTH" in env_vars:
-        values["auth"] = env_vars["CDS_AUTH"].strip().lower()
-    if "CDS_PUBLIC_BASE_URL" in env_vars:
-        values["public_base_url"] = env_vars["CDS_PUBLIC_BASE_URL"].rstrip("/")
-    if env_vars.get("CDS_PATIENT_HASH_KEY"):
-        values["patient_hash_key"] = env_vars["CDS_PATIENT_HASH_KEY"]
-    if "CDS_TRUSTED_ISSUERS" in env_vars:
-        values["trusted_issuers"] = Path(env_vars["CDS_TRUSTED_ISSUERS"])
-    if "CDS_JWT_CLOCK_SKEW_SECONDS" in env_vars:
-        values["jwt_clock_skew_seconds"] = _number(
-            "CDS_JWT_CLOCK_SKEW_SECONDS", env_vars["CDS_JWT_CLOCK_SKEW_SECONDS"], int, 0
-        )
-    if "CDS_JWKS_CACHE_SECONDS" in env_vars:
-        values["jwks_cache_seconds"] = _number(
-            "CDS_JWKS_CACHE_SECONDS", env_vars["CDS_JWKS_CACHE_SECONDS"], int, 0
-        )
-    if "CDS_LOG_LEVEL" in env_vars:
-        values["log_level"] = env_vars["CDS_LOG_LEVEL"].upper()
-    if "CDS_CARD_MODES" in env_vars:
-        values["card_modes"] = _card_modes(env_vars["CDS_CARD_MODES"])
-    if "CDS_VALIDATE_RESPONSES" in env_vars:
-        values["validate_responses"] = _bool(
-            "CDS_VALIDATE_RESPONSES", env_vars["CDS_VALIDATE_RESPONSES"]
-        )
-    if "CDS_MIGRATE_AT_START" in env_vars:
-        values["migrate_at_start"] = _bool("CDS_MIGRATE_AT_START", env_vars["CDS_MIGRATE_AT_START"])
+    for name, parse in _PARSERS.items():
+        if ENV_VAR[name] in env_vars:
+            values[name] = parse(ENV_VAR[name], env_vars[ENV_VAR[name]])
 
     settings = dataclasses.replace(Settings(), **{**values, **overrides})
     if settings.auth not in {"jwt", "off"}:

@@ -11,6 +11,7 @@ from cds_service.metrics import FEEDBACK
 from cds_service.protocol.schemas import validate
 from cds_service.runtime import Runtime
 from cds_service.store import StoreRefused, StoreUnavailable
+from cds_service.store.cards import EARLIEST
 from cds_service.store.feedback import save_feedback
 from cds_service.store.report import UNPRINTABLE
 from cds_service.store.schema import feedback as feedback_table
@@ -120,7 +121,6 @@ def storable(item: dict[str, Any], index: int) -> list[Issue]:
 # When a clinician acted can be a little ahead of this server's clock (clocks drift), never far: a
 # time in the future would snooze a card until then. Nothing this service issued predates the floor.
 FUTURE_SKEW = timedelta(minutes=5)
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
 )

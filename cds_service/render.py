@@ -7,7 +7,14 @@ from typing import Any
 
 from cds_service.clock import Clock
 from cds_service.knowledge import Knowledge
-from cds_service.knowledge.loader import DETAIL_LIMIT, SUMMARY_LIMIT, CardKind, fill
+from cds_service.knowledge.loader import (
+    DETAIL_LIMIT,
+    SUMMARY_LIMIT,
+    CardKind,
+    Phrase,
+    Suggestion,
+    fill,
+)
 from cds_service.rules.evaluation import Finding
 
 INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -51,15 +58,16 @@ def render_card(
     kind = kind.variant(finding.variant)  # the wording (and indicator, sources) it names, if any
     text = kind.text
     facts = {k: untagged(v) if isinstance(v, str) else v for k, v in finding.facts.items()}
-    worded, cited = phrases(kind, facts)
-    summary = fit_summary(text.summaries, {**facts, **worded})
+    chosen = choose_phrases(kind, facts)
+    worded = {**facts, **fill_phrases(chosen, facts)}
+    summary = fit_summary(text.summaries, worded)
     shown = [s for s in kind.suggestions if not s.when or facts.get(s.when) is True]
-    citations, links = kind.cited((*cited, *(k for s in shown for k in s.sources)))
+    cited = [p.sources for p in chosen.values()] + [s.sources for s in shown]
+    citations, links = kind.cited(sum(cited, ()))
     # Facts come from the patient's record: in the Markdown detail they are literal text (the
     # summary, labels and descriptions are plain text and take them as they are).
     literal = {k: markdown_literal(v) if isinstance(v, str) else v for k, v in facts.items()}
-    values = {**literal, **phrases(kind, literal)[0]}
-    parts = [fill(text.detail, values).strip()]
+    parts = [fill(text.detail, {**literal, **fill_phrases(chosen, literal)}).strip()]
     room = DETAIL_LIMIT - sum(len(p) + 2 for p in parts) - len(citations)
     if finding.evidence:
         lines = [evidence_line(untagged(line)) for line in finding.evidence]
@@ -72,7 +80,7 @@ def render_card(
         "detail": "\n\n".join(parts),
         "source": kind.source,
     }
-    suggestions = _suggestions(kind, facts, clock, call)
+    suggestions = _suggestions(shown, facts, {**call, **worded}, clock)
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = kind.selection_behavior
@@ -122,16 +130,17 @@ def evidence_line(line: str) -> str:
     return markdown_literal(line)
 
 
-def phrases(kind: CardKind, facts: dict[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:
-    """Each phrase of the card kind in the wording its facts choose (empty when none applies),
-    and the sources those wordings cite."""
-    chosen = {}
-    cited: list[str] = []
-    for name, alternatives in kind.phrases.items():
-        phrase = next((p for p in alternatives if not p.when or facts.get(p.when) is True), None)
-        chosen[name] = fill(phrase.text, facts) if phrase else ""
-        cited.extend(phrase.sources if phrase else ())
-    return chosen, tuple(cited)
+def choose_phrases(kind: CardKind, facts: dict[str, Any]) -> dict[str, Phrase]:
+    """Each phrase of the card kind in the wording its facts choose (empty when none applies)."""
+    return {
+        name: next((p for p in options if not p.when or facts.get(p.when) is True), Phrase(""))
+        for name, options in kind.phrases.items()
+    }
+
+
+def fill_phrases(chosen: dict[str, Phrase], values: dict[str, Any]) -> dict[str, str]:
+    """The chosen wordings with their templates filled from `values`."""
+    return {name: fill(phrase.text, values) for name, phrase in chosen.items()}
 
 
 def untagged(text: str) -> str:
@@ -174,13 +183,10 @@ def shorten(text: str, limit: int) -> str:
 
 
 def _suggestions(
-    kind: CardKind, facts: dict[str, Any], clock: Clock, call: dict[str, str]
+    shown: list[Suggestion], facts: dict[str, Any], values: dict[str, Any], clock: Clock
 ) -> list[dict[str, Any]]:
-    values = {**call, **facts, **phrases(kind, facts)[0]}
     suggestions = []
-    for spec in kind.suggestions:
-        if spec.when and facts.get(spec.when) is not True:
-            continue
+    for spec in shown:
         actions = []
         for action in spec.actions:
             entry: dict[str, Any] = {

@@ -497,17 +497,6 @@ def _card_kind(
             problems.append(f"{where}: source '{cited_key}' has no short citation")
         references[cited_key] = (found.get("short", ""), found.get("url"))
 
-    for name, alternatives in phrases.items():
-        for phrase in alternatives:
-            for cited_key in phrase.sources:
-                reference(f"phrase '{name}'", cited_key)
-    for name, alternatives in phrases.items():
-        if name in facts:
-            problems.append(f"{where}: phrase '{name}' has the name of a fact")
-        for phrase in alternatives:
-            if phrase.when and phrase.when not in facts:
-                problems.append(f"{where}: phrase '{name}': when '{phrase.when}' is not a fact")
-
     def check_template(template: Any, what: str, also: tuple[str, ...] = ()) -> None:
         try:
             unknown = placeholders(template) - {*facts, *also}
@@ -518,7 +507,13 @@ def _card_kind(
             problems.append(f"{where}: {what} names '{{{name}}}', which is not among its facts")
 
     for name, alternatives in phrases.items():
+        if name in facts:
+            problems.append(f"{where}: phrase '{name}' has the name of a fact")
         for phrase in alternatives:
+            for cited_key in phrase.sources:
+                reference(f"phrase '{name}'", cited_key)
+            if phrase.when and phrase.when not in facts:
+                problems.append(f"{where}: phrase '{name}': when '{phrase.when}' is not a fact")
             check_template(phrase.text, f"phrase '{name}'")
 
     def text(spec: dict[str, Any], what: str) -> Text:

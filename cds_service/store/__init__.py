@@ -2,7 +2,8 @@
 
 Modules: `schema` (tables), `replay` (JWT ids), `cards` (issued cards and snoozing), `feedback`,
 `report`; migrations are Alembic scripts in `migrations/`, applied by `migrate()`. Every unit of
-database work goes through `session()`, which gives it a deadline (`DEADLINE_SECONDS`).
+database work goes through `session()`, which gives it a deadline (`DEADLINE_SECONDS`) unless it is
+maintenance (reports, pruning).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -215,22 +217,32 @@ def unbounded(connection: Connection) -> Connection:
 
 
 @contextlib.contextmanager
-def session(url: str, *, write: bool = False, one_statement: bool = False) -> Iterator[Connection]:
+def session(
+    url: str, *, write: bool = False, one_statement: bool = False, maintenance: bool = False
+) -> Iterator[Connection]:
     """One unit of database work within DEADLINE_SECONDS: a connection (in a transaction committed
     at the end if `write`; `one_statement`: on the autocommit engine, one round trip, for the JWT
-    replay check). Raises StoreRefused when the database refuses a value, StoreUnavailable when it
+    replay check; `maintenance`: without the deadline, statement and lock timeouts, for reports and
+    pruning). Raises StoreRefused when the database refuses a value, StoreUnavailable when it
     cannot be reached or does not answer in time."""
-    _WATCHDOG.arm(DEADLINE_SECONDS)
+    if not maintenance:
+        _WATCHDOG.arm(DEADLINE_SECONDS)
     try:
         engine = engine_for(url, autocommit=one_statement)
         with engine.begin() if write and not one_statement else engine.connect() as connection:
-            yield connection
+            yield unbounded(connection) if maintenance else connection
     except _REFUSED as error:
         raise StoreRefused(type(error).__name__) from None
     except STORE_ERRORS as error:
         raise StoreUnavailable(type(error).__name__) from None
     finally:
         _WATCHDOG.disarm()
+
+
+def aware(value: datetime) -> datetime:
+    """A datetime read back from the database, in UTC (SQLite returns naive ones; everything the
+    service stores is UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, case, func, insert, literal, select
 
-from cds_service.store import session
+from cds_service.store import aware, session
 from cds_service.store.schema import feedback, issued_cards
 
 
@@ -77,7 +77,7 @@ def overrides_for(url: str, patient: str) -> dict[tuple[str, str], datetime]:
     )
     with session(url) as connection:
         rows = connection.execute(query).all()
-    return {(kind, evidence): _aware(when) for kind, evidence, when in rows}
+    return {(kind, evidence): aware(when) for kind, evidence, when in rows}
 
 
 # How often a worker reads which patients have overridden cards, and how far back each read looks
@@ -141,7 +141,7 @@ def _overridden_since(url: str, since: datetime | None) -> list[tuple[str, datet
         query = query.where(feedback.c.received_at >= since)
     with session(url) as connection:
         rows = connection.execute(query).all()
-    return [(patient, _aware(received)) for patient, received in rows]
+    return [(patient, aware(received)) for patient, received in rows]
 
 
 def record_issued(url: str, cards: list[IssuedCard]) -> None:
@@ -150,8 +150,3 @@ def record_issued(url: str, cards: list[IssuedCard]) -> None:
         return
     with session(url, write=True) as connection:
         connection.execute(insert(issued_cards), [card._asdict() for card in cards])
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything the service stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

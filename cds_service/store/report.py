@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, literal_column, select
 
-from cds_service.store import STORE_ERRORS, StoreUnavailable, engine_for, unbounded
+from cds_service.store import aware, session
 from cds_service.store.schema import feedback, issued_cards, jwt_replay
 
 
@@ -71,45 +71,42 @@ def report(
     "Feedback".
     """
     version, content_hash = issued_cards.c.knowledge_version, issued_cards.c.content_hash
-    try:
-        with engine_for(url).begin() as connection:
-            day = _day(connection.dialect.name)
-            shown_query = select(
+    with session(url, maintenance=True) as connection:
+        day = _day(connection.dialect.name)
+        shown_query = select(
+            issued_cards.c.card_kind,
+            version,
+            content_hash,
+            day,
+            issued_cards.c.silent,
+            func.count(),
+        ).group_by(issued_cards.c.card_kind, version, content_hash, day, issued_cards.c.silent)
+        items_query = (
+            select(
+                issued_cards.c.card_uuid,
                 issued_cards.c.card_kind,
                 version,
                 content_hash,
                 day,
-                issued_cards.c.silent,
-                func.count(),
-            ).group_by(issued_cards.c.card_kind, version, content_hash, day, issued_cards.c.silent)
-            items_query = (
-                select(
-                    issued_cards.c.card_uuid,
-                    issued_cards.c.card_kind,
-                    version,
-                    content_hash,
-                    day,
-                    feedback.c.outcome,
-                    feedback.c.override_system,
-                    feedback.c.override_code,
-                    feedback.c.override_display,
-                )
-                # Only feedback posted to the service that issued the card (its own feedback URL).
-                .join(
-                    feedback,
-                    (feedback.c.card_uuid == issued_cards.c.card_uuid)
-                    & (feedback.c.service_id == issued_cards.c.service_id),
-                )
-                .where(issued_cards.c.silent.is_(False))
-                .order_by(feedback.c.outcome_at, feedback.c.id)
+                feedback.c.outcome,
+                feedback.c.override_system,
+                feedback.c.override_code,
+                feedback.c.override_display,
             )
-            if since is not None:
-                shown_query = shown_query.where(issued_cards.c.issued_at >= since)
-                items_query = items_query.where(issued_cards.c.issued_at >= since)
-            shown = unbounded(connection).execute(shown_query).all()
-            items = connection.execute(items_query).all()
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+            # Only feedback posted to the service that issued the card (its own feedback URL).
+            .join(
+                feedback,
+                (feedback.c.card_uuid == issued_cards.c.card_uuid)
+                & (feedback.c.service_id == issued_cards.c.service_id),
+            )
+            .where(issued_cards.c.silent.is_(False))
+            .order_by(feedback.c.outcome_at, feedback.c.id)
+        )
+        if since is not None:
+            shown_query = shown_query.where(issued_cards.c.issued_at >= since)
+            items_query = items_query.where(issued_cards.c.issued_at >= since)
+        shown = connection.execute(shown_query).all()
+        items = connection.execute(items_query).all()
 
     kinds: dict[tuple[str, str | None, str | None, date | None], KindReport] = {}
 
@@ -179,13 +176,10 @@ def versions(url: str, since: datetime | None) -> list[tuple[str, str, datetime,
     )
     if since is not None:
         query = query.where(issued_cards.c.issued_at >= since)
-    try:
-        with engine_for(url).begin() as connection:
-            rows = unbounded(connection).execute(query).all()
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+    with session(url, maintenance=True) as connection:
+        rows = connection.execute(query).all()
     return [
-        (v or UNVERSIONED, h or "", _aware(first), _aware(last), n) for v, h, first, last, n in rows
+        (v or UNVERSIONED, h or "", aware(first), aware(last), n) for v, h, first, last, n in rows
     ]
 
 
@@ -198,30 +192,22 @@ def unbumped(seen: list[tuple[str, str, datetime, datetime, int]]) -> dict[str, 
     return {v: h for v, h in hashes.items() if len(h) > 1 and v != UNVERSIONED}
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything the service stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def prune(url: str, before: datetime, now: datetime) -> dict[str, int]:
     """Delete issued cards and feedback recorded before `before`, and expired JWT ids."""
-    try:
-        with engine_for(url).begin() as connection:
-            unbounded(connection)  # a year of records may take longer than a call's timeout
-            old_cards = select(issued_cards.c.card_uuid).where(issued_cards.c.issued_at < before)
-            removed_feedback = connection.execute(
-                delete(feedback).where(
-                    (feedback.c.received_at < before) | feedback.c.card_uuid.in_(old_cards)
-                )
-            ).rowcount
-            removed_cards = connection.execute(
-                delete(issued_cards).where(issued_cards.c.issued_at < before)
-            ).rowcount
-            removed_jti = connection.execute(
-                delete(jwt_replay).where(jwt_replay.c.expires_at < now)
-            ).rowcount
-    except STORE_ERRORS as exc:
-        raise StoreUnavailable(type(exc).__name__) from None
+    # A year of records may take longer than a call's deadline and timeouts.
+    with session(url, write=True, maintenance=True) as connection:
+        old_cards = select(issued_cards.c.card_uuid).where(issued_cards.c.issued_at < before)
+        removed_feedback = connection.execute(
+            delete(feedback).where(
+                (feedback.c.received_at < before) | feedback.c.card_uuid.in_(old_cards)
+            )
+        ).rowcount
+        removed_cards = connection.execute(
+            delete(issued_cards).where(issued_cards.c.issued_at < before)
+        ).rowcount
+        removed_jti = connection.execute(
+            delete(jwt_replay).where(jwt_replay.c.expires_at < now)
+        ).rowcount
     return {
         "issued_cards": removed_cards or 0,
         "feedback": removed_feedback or 0,

@@ -9,7 +9,7 @@ import pytest
 
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge import Knowledge
-from cds_service.render import phrases
+from cds_service.render import choose_phrases, fill_phrases
 from cds_service.rules.evaluation import Evaluation, Finding
 from cds_service.rules.medication_safety import (
     baclofen_with_low_egfr,
@@ -190,7 +190,8 @@ def test_a_draft_order_reads_as_reconsidering_the_order(
     [finding] = beers_muscle_relaxants(ev, [medicine])
     assert finding.variant == variant
     # The label is a phrase of cards.yaml chosen by the finding's facts.
-    worded, _ = phrases(knowledge.cards[finding.kind], finding.facts)
+    chosen = choose_phrases(knowledge.cards[finding.kind], finding.facts)
+    worded = fill_phrases(chosen, finding.facts)
     assert worded["stop_label"].startswith(label)
 
 

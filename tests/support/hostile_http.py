@@ -8,7 +8,6 @@ raw request lines it forwards: what really went on the wire, before any server n
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import socket
@@ -16,6 +15,7 @@ import socketserver
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -275,24 +275,17 @@ class RecordingProxy(TcpProxy):
         self.request_lines: list[tuple[str, bool]] = []  # (request line, had Authorization)
         self._record_lock = threading.Lock()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        if source.getpeername()[1] == self.target[1]:
-            super()._pipe(source, sink)  # the server's answers: not recorded
-            return
+    def _client_watcher(self) -> Callable[[bytes], None]:
         buffer = b""
-        try:
-            while data := source.recv(65536):
-                buffer += data
-                while b"\r\n\r\n" in buffer:
-                    head, buffer = buffer.split(b"\r\n\r\n", 1)
-                    lines = head.decode("latin-1").split("\r\n")
-                    authorized = any(x.lower().startswith("authorization:") for x in lines[1:])
-                    with self._record_lock:
-                        self.request_lines.append((lines[0], authorized))
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.close()
+
+        def watch(data: bytes) -> None:
+            nonlocal buffer
+            buffer += data
+            while b"\r\n\r\n" in buffer:
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                authorized = any(x.lower().startswith("authorization:") for x in lines[1:])
+                with self._record_lock:
+                    self.request_lines.append((lines[0], authorized))
+
+        return watch

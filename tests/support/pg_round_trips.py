@@ -6,10 +6,9 @@ extended-protocol batch (Parse/Bind/Execute), so counting those messages counts 
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import struct
 import threading
+from collections.abc import Callable
 
 from tests.support.tcp_proxy import TcpProxy
 
@@ -33,38 +32,31 @@ class PgRoundTrips(TcpProxy):
             self.round_trips = 0
             self.statements.clear()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        if source.getpeername()[1] == self.target[1]:
-            super()._pipe(source, sink)  # the server's answers: not counted
-            return
+    def _client_watcher(self) -> Callable[[bytes], None]:
         buffer, started = b"", False
-        try:
-            while data := source.recv(65536):
-                buffer += data
-                while True:
-                    if not started:  # length-prefixed startup messages, without a type byte
-                        if len(buffer) < 8:
-                            break
-                        length, code = struct.unpack("!II", buffer[:8])
-                        if len(buffer) < length:
-                            break
-                        buffer = buffer[length:]
-                        started = code not in _PRE_STARTUP_CODES
-                        continue
-                    if len(buffer) < 5:
-                        break
-                    kind, length = buffer[:1], struct.unpack("!I", buffer[1:5])[0]
-                    if len(buffer) < 1 + length:
-                        break
-                    body, buffer = buffer[5 : 1 + length], buffer[1 + length :]
-                    self._seen(kind, body)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.close()
+
+        def watch(data: bytes) -> None:
+            nonlocal buffer, started
+            buffer += data
+            while True:
+                if not started:  # length-prefixed startup messages, without a type byte
+                    if len(buffer) < 8:
+                        return
+                    length, code = struct.unpack("!II", buffer[:8])
+                    if len(buffer) < length:
+                        return
+                    buffer = buffer[length:]
+                    started = code not in _PRE_STARTUP_CODES
+                    continue
+                if len(buffer) < 5:
+                    return
+                kind, length = buffer[:1], struct.unpack("!I", buffer[1:5])[0]
+                if len(buffer) < 1 + length:
+                    return
+                body, buffer = buffer[5 : 1 + length], buffer[1 + length :]
+                self._seen(kind, body)
+
+        return watch
 
     def _seen(self, kind: bytes, body: bytes) -> None:
         with self._count_lock:
@@ -75,7 +67,3 @@ class PgRoundTrips(TcpProxy):
                 self.statements.append(body.split(b"\0")[1].decode(errors="replace"))
             elif kind == b"S":
                 self.round_trips += 1
-
-    def __enter__(self) -> PgRoundTrips:
-        self.start()
-        return self

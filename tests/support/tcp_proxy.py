@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 # What the proxy does with traffic (set by the test, read by every pipe for each chunk):
 # forward: everything; black-hole: accept and read everything, forward and answer nothing (a
@@ -89,8 +91,10 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets.update({client, upstream})
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, from_server in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pipe, args=(source, sink, from_server), daemon=True
+                ).start()
 
     def _swallow(self, client: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -99,10 +103,17 @@ class TcpProxy:
         with contextlib.suppress(OSError):
             client.close()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        from_server = source.getpeername() == self.target
+    def _client_watcher(self) -> Callable[[bytes], None]:
+        """Subclasses' hook: a fresh callable per connection, handed each chunk the client sends
+        before it is forwarded (so what it records is there when the answer comes back)."""
+        return lambda data: None
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_server: bool) -> None:
+        watch = None if from_server else self._client_watcher()
         try:
             while data := source.recv(65536):
+                if watch is not None:
+                    watch(data)
                 if self.mode == "black-hole" or (self.mode == "answers-lost" and from_server):
                     continue
                 sink.sendall(data)
@@ -113,7 +124,7 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.close()
 
-    def __enter__(self) -> TcpProxy:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
