@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cds_service.knowledge import KnowledgeError, load_knowledge
 from tests.conftest import ROOT
@@ -283,7 +284,8 @@ def test_every_problem_is_listed_not_just_the_first(cards: Path) -> None:
 
 def test_the_version_is_declared_and_the_hash_covers_every_file_read(cards: Path) -> None:
     loaded = load_knowledge(cards)
-    assert loaded.version == "1.0.0"
+    declared = yaml.safe_load((cards / "version.yaml").read_text(encoding="utf-8"))["version"]
+    assert loaded.version == declared
     assert len(loaded.content_hash) == 64
     assert load_knowledge(cards).content_hash == loaded.content_hash  # stable across loads
     # Any file the loader reads changes the hash; one it does not read (the README) does not.
