@@ -68,6 +68,9 @@ def serve(
     """
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("--certfile and --keyfile go together")
+    # As PID 1 (the image's CMD) a signal without a handler is dropped: until gunicorn installs
+    # its own, SIGTERM (a pod stopped while it starts) ends the start here.
+    signal.signal(signal.SIGTERM, _stop_starting)
     from gunicorn.app.base import BaseApplication
 
     from cds_service.app import create_app, warm_up
@@ -83,13 +86,30 @@ def serve(
     # p99, and ~7% of its CPU; bench/README.md), and the workers keep sharing its pages.
     gc.freeze()
 
+    def when_ready(server: Any) -> None:
+        # A worker runs the master's signal handlers from fork until it installs its own. Those
+        # only queue the signal for the master's loop, which the worker never runs: the worker
+        # ignored a stop and the master waited the whole graceful timeout for it. A worker that
+        # has not booted yet has no call to finish: such a signal ends it at once.
+        master = os.getpid()
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(number, _in_master_only(master, signal.getsignal(number)))
+
     def post_fork(server: Any, worker: Any) -> None:
-        # Until the worker installs its own handlers, it has the master's, which only queue a
-        # signal for the master's loop: a SIGTERM now would be lost, and the stop would wait the
-        # whole graceful timeout. A worker that has not booted has no call to finish: let it go.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # Database connections must not be shared across processes: each worker opens its own.
         dispose_engines()
+
+    def post_worker_init(worker: Any) -> None:
+        # On SIGTERM the calls still running finish and answer; each stores its cards before it
+        # answers, so a call answered at the grace limit, just before the master's SIGKILL, has
+        # its record (worker_exit then stores what was queued before).
+        stop: Any = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(number: int, frame: Any) -> None:
+            app.extensions["cds_runtime"].stopping()
+            stop(number, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     def worker_exit(server: Any, worker: Any) -> None:
         # A stopping worker (SIGTERM, restart, max requests) stores its queued issued-card records;
@@ -116,7 +136,9 @@ def serve(
                 self.cfg.set("control_socket_disable", True)
             self.cfg.set("accesslog", None)  # the app writes its own structured request log
             self.cfg.set("preload_app", True)
+            self.cfg.set("when_ready", when_ready)
             self.cfg.set("post_fork", post_fork)
+            self.cfg.set("post_worker_init", post_worker_init)
             self.cfg.set("worker_exit", worker_exit)
             if certfile and keyfile:
                 self.cfg.set("certfile", certfile)
@@ -131,6 +153,23 @@ def serve(
 
 
 GRACEFUL_TIMEOUT_SECONDS = 30
+
+
+def _stop_starting(number: int, frame: Any) -> None:
+    raise SystemExit(128 + number)
+
+
+def _in_master_only(master: int, handler: Any) -> Any:
+    """`handler` in the master; in a forked worker that has not installed its own, an exit."""
+
+    def relay(number: int, frame: Any) -> None:
+        if os.getpid() != master:
+            os._exit(0)
+        handler(number, frame)
+
+    return relay
+
+
 KEEPALIVE_SECONDS = 75
 
 

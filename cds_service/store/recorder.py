@@ -91,6 +91,11 @@ class CardRecorder:
                     return
                 self._queue.all_tasks_done.wait(remaining)
 
+    def store_directly(self) -> None:
+        """From now on `submit` stores in the calling thread, before the call answers (a stopping
+        worker may be killed right after its last answer, with records still queued)."""
+        self._closed = True  # one assignment: safe from a signal handler, takes no lock
+
     def close(self, timeout: float = 10.0) -> None:
         """Store what is queued (waiting at most `timeout`) and stop the writer thread; from now on
         `submit` stores in the calling thread."""
