@@ -69,8 +69,9 @@ def serve(
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("--certfile and --keyfile go together")
     # As PID 1 (the image's CMD) a signal without a handler is dropped: until gunicorn installs
-    # its own, SIGTERM (a pod stopped while it starts) ends the start here.
+    # its own, SIGTERM or SIGQUIT (a pod stopped while it starts) ends the start here.
     signal.signal(signal.SIGTERM, _stop_starting)
+    signal.signal(signal.SIGQUIT, _stop_starting)
     from gunicorn.app.base import BaseApplication
 
     from cds_service.app import create_app, warm_up
@@ -98,18 +99,10 @@ def serve(
     def post_fork(server: Any, worker: Any) -> None:
         # Database connections must not be shared across processes: each worker opens its own.
         dispose_engines()
-
-    def post_worker_init(worker: Any) -> None:
-        # On SIGTERM the calls still running finish and answer; each stores its cards before it
-        # answers, so a call answered at the grace limit, just before the master's SIGKILL, has
-        # its record (worker_exit then stores what was queued before).
-        stop: Any = signal.getsignal(signal.SIGTERM)
-
-        def on_sigterm(number: int, frame: Any) -> None:
-            app.extensions["cds_runtime"].stopping()
-            stop(number, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
+        # The master SIGKILLs a worker still running GRACEFUL_TIMEOUT_SECONDS after a stop: the
+        # worker stops waiting for its calls 10 s earlier, which leaves worker_exit the time to
+        # store the queued card records (else a call answered near the limit lost its record).
+        worker.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS - 10)
 
     def worker_exit(server: Any, worker: Any) -> None:
         # A stopping worker (SIGTERM, restart, max requests) stores its queued issued-card records;
@@ -127,8 +120,9 @@ def serve(
             # ingress-nginx keep idle upstream connections 60 s): the proxy closes one first, and
             # never sends a call on a connection gunicorn is closing at that instant (a reset).
             self.cfg.set("keepalive", KEEPALIVE_SECONDS)
-            # SIGTERM: stop accepting, let in-flight calls finish for up to 30 s (the longest call
-            # is ~10 s; deploy/k8s's terminationGracePeriodSeconds counts on this value).
+            # SIGTERM: stop accepting, let in-flight calls finish for up to 20 s (the longest call
+            # is ~10 s), store their records, exit; the master kills what still runs at 30 s
+            # (deploy/k8s's terminationGracePeriodSeconds counts on this value).
             self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS)
             # gunicorn >= 25.1 opens a control socket the service never uses (in a home directory
             # that is read-only in the image); older versions have no such setting.
@@ -138,7 +132,6 @@ def serve(
             self.cfg.set("preload_app", True)
             self.cfg.set("when_ready", when_ready)
             self.cfg.set("post_fork", post_fork)
-            self.cfg.set("post_worker_init", post_worker_init)
             self.cfg.set("worker_exit", worker_exit)
             if certfile and keyfile:
                 self.cfg.set("certfile", certfile)

@@ -109,11 +109,6 @@ class Runtime:
         """Every (id, hook) entry registered under `service_id`."""
         return self._services_by_id.get(service_id, ())
 
-    def stopping(self) -> None:
-        """The process was asked to stop (SIGTERM to a gunicorn worker): the calls it still answers
-        store their cards before answering, so none is lost if it is killed at the grace limit."""
-        self.recorder.store_directly()
-
     def exiting(self) -> None:
         """The process is about to exit (gunicorn's worker_exit, SIGTERM to `run`): store the queued
         records, and from now on each call's cards before it answers.

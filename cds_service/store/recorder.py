@@ -67,7 +67,8 @@ class CardRecorder:
                 self._thread = threading.Thread(target=self._run, name="card-recorder", daemon=True)
                 self._thread.start()
         if closed:
-            self._store(cards)
+            if self._store(cards):
+                log.error("issued-card records lost at exit", extra={"count": len(cards)})
             return
         try:
             self._queue.put_nowait(cards)
@@ -91,14 +92,11 @@ class CardRecorder:
                     return
                 self._queue.all_tasks_done.wait(remaining)
 
-    def store_directly(self) -> None:
-        """From now on `submit` stores in the calling thread, before the call answers (a stopping
-        worker may be killed right after its last answer, with records still queued)."""
-        self._closed = True  # one assignment: safe from a signal handler, takes no lock
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Store what is queued (waiting at most `timeout`) and stop the writer thread; from now on
-        `submit` stores in the calling thread."""
+    def close(self, timeout: float = 7.0) -> None:
+        """Store what is queued and stop the writer thread, in about `timeout` seconds at most
+        (a stopping gunicorn worker has 10 s for it: cli.serve); from now on `submit` stores in the
+        calling thread."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             # Under the lock: every submit either queued before the end marker or sees `_closed`.
             self._closed = True
@@ -107,8 +105,7 @@ class CardRecorder:
             self._queue.put(None)
             thread.join(timeout)
         # Cards held from a failed write (a database that was slow or away) get a last try each
-        # second until the timeout: once the process exits they are gone.
-        deadline = time.monotonic() + timeout
+        # second until the deadline: once the process exits they are gone.
         while self._held and time.monotonic() < deadline:
             held, self._held = self._held, []
             self._held = self._store(held)

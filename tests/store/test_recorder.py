@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from cds_service.store import engine_for, migrate
@@ -40,9 +41,14 @@ def test_cards_submitted_after_close_are_stored_before_submit_returns(database_u
     assert card(4).card_uuid in stored(database_url) and failures == []
 
 
-def test_a_store_failure_after_close_is_reported_not_raised() -> None:
+def test_a_store_failure_after_close_is_reported_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     failures: list[str] = []
     recorder = CardRecorder("postgresql+psycopg://nobody@127.0.0.1:1/none", failures.append)
     recorder.close()
-    recorder.submit([card(1)])
+    recorder.submit([card(1), card(2)])
     assert failures == ["record issued cards"]
+    # Nothing retries them once the worker has closed: the loss is logged as one.
+    [lost] = [r for r in caplog.records if r.getMessage() == "issued-card records lost at exit"]
+    assert lost.levelname == "ERROR" and lost.count == 2  # type: ignore[attr-defined]
