@@ -100,9 +100,10 @@ def serve(
         # Database connections must not be shared across processes: each worker opens its own.
         dispose_engines()
         # The master SIGKILLs a worker still running GRACEFUL_TIMEOUT_SECONDS after a stop: the
-        # worker stops waiting for its calls 10 s earlier, which leaves worker_exit the time to
-        # store the queued card records (else a call answered near the limit lost its record).
-        worker.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS - 10)
+        # worker stops waiting for its calls 15 s earlier, which leaves worker_exit the time to
+        # store the queued card records, ~10 s at worst with a database that does not answer
+        # (else a call answered near the limit lost its record, unlogged).
+        worker.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS - 15)
 
     def worker_exit(server: Any, worker: Any) -> None:
         # A stopping worker (SIGTERM, restart, max requests) stores its queued issued-card records;
@@ -120,7 +121,7 @@ def serve(
             # ingress-nginx keep idle upstream connections 60 s): the proxy closes one first, and
             # never sends a call on a connection gunicorn is closing at that instant (a reset).
             self.cfg.set("keepalive", KEEPALIVE_SECONDS)
-            # SIGTERM: stop accepting, let in-flight calls finish for up to 20 s (the longest call
+            # SIGTERM: stop accepting, let in-flight calls finish for up to 15 s (the longest call
             # is ~10 s), store their records, exit; the master kills what still runs at 30 s
             # (deploy/k8s's terminationGracePeriodSeconds counts on this value).
             self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS)

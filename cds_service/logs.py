@@ -26,6 +26,7 @@ ALLOWED_FIELDS = (
     "pages",
     "resource_type",
     "error_type",
+    "count",  # how many issued-card records a stopping worker could not store
 )
 
 # Libraries that log request URLs (which carry patient ids in FHIR queries) are held to warnings.

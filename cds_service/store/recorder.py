@@ -93,9 +93,10 @@ class CardRecorder:
                 self._queue.all_tasks_done.wait(remaining)
 
     def close(self, timeout: float = 7.0) -> None:
-        """Store what is queued and stop the writer thread, in about `timeout` seconds at most
-        (a stopping gunicorn worker has 10 s for it: cli.serve); from now on `submit` stores in the
-        calling thread."""
+        """Store what is queued and stop the writer thread, giving up on retries after `timeout`
+        seconds (with a database that does not answer, a store attempt under way and the final
+        one add a deadline each: ~10 s; cli.serve leaves a stopping worker 15 s); from now on
+        `submit` stores in the calling thread."""
         deadline = time.monotonic() + timeout
         with self._lock:
             # Under the lock: every submit either queued before the end marker or sees `_closed`.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
+from cds_service.logs import JsonFormatter
 from cds_service.store import engine_for, migrate
 from cds_service.store.cards import IssuedCard
 from cds_service.store.recorder import CardRecorder
@@ -52,3 +54,5 @@ def test_a_store_failure_after_close_is_reported_not_raised(
     # Nothing retries them once the worker has closed: the loss is logged as one.
     [lost] = [r for r in caplog.records if r.getMessage() == "issued-card records lost at exit"]
     assert lost.levelname == "ERROR" and lost.count == 2  # type: ignore[attr-defined]
+    # ... and the JSON log line carries the count (an allowed field: no patient data).
+    assert json.loads(JsonFormatter().format(lost))["count"] == 2
