@@ -121,9 +121,10 @@ def serve(
             # ingress-nginx keep idle upstream connections 60 s): the proxy closes one first, and
             # never sends a call on a connection gunicorn is closing at that instant (a reset).
             self.cfg.set("keepalive", KEEPALIVE_SECONDS)
-            # SIGTERM: stop accepting, let in-flight calls finish for up to 15 s (the longest call
-            # is ~10 s), store their records, exit; the master kills what still runs at 30 s
-            # (deploy/k8s's terminationGracePeriodSeconds counts on this value).
+            # SIGTERM: stop accepting; each worker waits up to 15 s for its calls (the longest is
+            # ~10 s with the default deadlines) and stores their records (post_fork); the master
+            # kills what still runs at 30 s (deploy/k8s's terminationGracePeriodSeconds counts on
+            # this value).
             self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS)
             # gunicorn >= 25.1 opens a control socket the service never uses (in a home directory
             # that is read-only in the image); older versions have no such setting.
