@@ -217,7 +217,9 @@ def test_sigterm_while_starting_as_pid_1_stops_the_start(tmp_path: Path) -> None
         assert "Listening at" not in output, output
     finally:
         if namespace.poll() is None:
-            namespace.kill()
+            # Killing the namespace's PID 1 ends everything in it; unshare alone would orphan it.
+            for pid in worker_pids(namespace.pid):
+                os.kill(pid, signal.SIGKILL)
             namespace.wait(timeout=10)
 
 
