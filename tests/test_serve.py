@@ -89,21 +89,25 @@ class Served:
         return self.log.read_text(errors="replace")
 
 
+def serve_environ(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment `serve` runs with in these tests: production settings, SQLite in tmp_path."""
+    return {
+        **os.environ,
+        "CDS_ENV": "production",
+        "CDS_TRUSTED_ISSUERS": str(ROOT / "deploy" / "trusted-issuers.example.json"),
+        "CDS_PATIENT_HASH_KEY": "test-serve-key",
+        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+        **env,
+    }
+
+
 @contextmanager
 def serve(tmp_path: Path, *args: str, command: str = "serve", **env: str) -> Iterator[Served]:
     """`cds-service serve` (or `run`, the development server) with `args`, on a free port."""
     port = free_port()
     scheme = "https" if "--certfile" in args else "http"
     base = f"{scheme}://127.0.0.1:{port}"
-    environ = {
-        **os.environ,
-        "CDS_ENV": "production",
-        "CDS_PUBLIC_BASE_URL": base,
-        "CDS_TRUSTED_ISSUERS": str(ROOT / "deploy" / "trusted-issuers.example.json"),
-        "CDS_PATIENT_HASH_KEY": "test-serve-key",
-        "CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
-        **env,
-    }
+    environ = serve_environ(tmp_path, CDS_PUBLIC_BASE_URL=base, **env)
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         command = [sys.executable, "-m", "cds_service.cli", command, "--host", "127.0.0.1"]
@@ -187,9 +191,7 @@ def test_sigterm_while_starting_as_pid_1_stops_the_start(tmp_path: Path) -> None
     # The image runs `cds-service serve` as PID 1, where the kernel drops a signal that has no
     # handler: a pod stopped while it was starting ran on until SIGKILL.
     port = free_port()
-    environ = {**os.environ, "CDS_ENV": "production", "CDS_AUTH": "off"}
-    environ["CDS_PATIENT_HASH_KEY"] = "test-serve-key"
-    environ["CDS_DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
+    environ = serve_environ(tmp_path, CDS_AUTH="off")
     environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # unset: serve warns, and the test waits for it
     log_path = tmp_path / "serve.log"
     # The entry point script, not the interpreter: the venv's interpreter links outside the checkout.
@@ -338,6 +340,24 @@ class SlowFhirServer:
         self.server.server_close()
 
 
+def slow_fhir_call(timeout_seconds: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """A hook call whose one FHIR fetch (procedures) goes to the fhirServer the caller sets, and
+    the serve settings that allow it with `timeout_seconds` to answer."""
+    scenario = json.loads(
+        (FIXTURES / "scenarios" / "14-calcium-8-4-below-default.json").read_text()
+    )
+    request = scenario["request"]
+    del request["prefetch"]["procedures"]  # fetched from the slow server: in flight at the signal
+    request["prefetch"]["medication-statements"] = None  # none on file: the one fetch is procedures
+    settings = {
+        "CDS_AUTH": "off",
+        "CDS_FHIR_SERVER_ALLOWLIST": "http://127.0.0.1",
+        "CDS_FHIR_TIMEOUT_SECONDS": str(timeout_seconds),
+        "CDS_FHIR_DEADLINE_SECONDS": str(timeout_seconds),
+    }
+    return request, settings
+
+
 def stored_card_uuids(url: str) -> set[str]:
     with engine_for(url).connect() as connection:
         stored = set(connection.execute(select(issued_cards.c.card_uuid)).scalars())
@@ -350,20 +370,9 @@ def test_a_quick_stop_mid_call_records_every_card_it_returned(tmp_path: Path, ta
     # SIGINT (and SIGQUIT) stop a worker at once, while its request threads still run: every card
     # such a call still answers with 200 must be recorded (else feedback on it is unattributed and
     # an override never snoozes it), and no call may fail with a 5xx.
-    scenario = json.loads(
-        (FIXTURES / "scenarios" / "14-calcium-8-4-below-default.json").read_text()
-    )
-    request = scenario["request"]
-    del request["prefetch"]["procedures"]  # fetched from the slow server: in flight at the signal
-    request["prefetch"]["medication-statements"] = None  # none on file: the one fetch is procedures
+    request, settings = slow_fhir_call(timeout_seconds=10)
     url = f"sqlite:///{tmp_path / 'serve.sqlite3'}"
     answers: list[tuple[int, list[str]]] = []
-    settings = {
-        "CDS_AUTH": "off",
-        "CDS_FHIR_SERVER_ALLOWLIST": "http://127.0.0.1",
-        "CDS_FHIR_TIMEOUT_SECONDS": "10",
-        "CDS_FHIR_DEADLINE_SECONDS": "10",
-    }
     with SlowFhirServer(delay=2.0) as fhir:
         request["fhirServer"] = fhir.url
         # One worker with 4 threads and 8 calls: 4 wait on the FHIR server at the signal, 4 wait
@@ -408,18 +417,7 @@ def test_a_stopping_worker_leaves_itself_time_to_store_its_records(tmp_path: Pat
     # its calls that long had no time left for worker_exit, which stores the queued card records
     # (issue 17 attack: a call answered just before the kill lost its record, unlogged): it stops
     # waiting 15 s earlier, with a call still running.
-    scenario = json.loads(
-        (FIXTURES / "scenarios" / "14-calcium-8-4-below-default.json").read_text()
-    )
-    request = scenario["request"]
-    del request["prefetch"]["procedures"]  # fetched from the slow server: still running at 15 s
-    request["prefetch"]["medication-statements"] = None
-    settings = {
-        "CDS_AUTH": "off",
-        "CDS_FHIR_SERVER_ALLOWLIST": "http://127.0.0.1",
-        "CDS_FHIR_TIMEOUT_SECONDS": "60",
-        "CDS_FHIR_DEADLINE_SECONDS": "60",
-    }
+    request, settings = slow_fhir_call(timeout_seconds=60)  # still running at 15 s
     with SlowFhirServer(delay=60) as fhir:
         request["fhirServer"] = fhir.url
         with serve(tmp_path, "--workers", "1", **settings) as served:
