@@ -57,9 +57,14 @@ class Server:
         self.base = f"http://{HOST}:{port}"  # + a path: a URL of this server
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def wait_healthy(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -86,7 +91,8 @@ class Server:
         for pid in workers:
             with contextlib.suppress(OSError):
                 fds = Path(f"/proc/{pid}/fd").iterdir()
-                counts.append(sum(1 for fd in fds if _readlink(fd) in inodes))
+                # a connection that closes meanwhile fails the count: the spread is then uneven
+                counts.append(sum(1 for fd in fds if str(fd.readlink()) in inodes))
         return sorted(counts, reverse=True)
 
     def stop(self) -> None:
@@ -95,12 +101,6 @@ class Server:
                 os.killpg(self.proc.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(wait)
-
-
-def _readlink(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        return os.readlink(path)
-    return ""
 
 
 def cpu_of(pids: list[int]) -> dict[int, float]:
@@ -179,16 +179,21 @@ class Bench:
         self.keys = make_keys()
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
         cds = str(Path(sys.executable).with_name("cds-service"))
-        for name, port, auth, schema in (("service", PORT_BASE, "jwt", "service"),
-                                         ("service-off", PORT_BASE + 1, "off", "off")):  # fmt: skip
+        for name, port, auth, schema in (
+            ("service", PORT_BASE, "jwt", "service"),
+            ("service-off", PORT_BASE + 1, "off", "off"),
+        ):
             database = f"{DATABASE}?options=-csearch_path%3D{self.schemas[schema]}"
             env = {
-                **base_env, "CDS_ENV": "production", "CDS_AUTH": auth,
+                **base_env,
+                "CDS_ENV": "production",
+                "CDS_AUTH": auth,
                 "CDS_TRUSTED_ISSUERS": str(OUT / "issuers.json"),
-                "CDS_PUBLIC_BASE_URL": self.audience, "CDS_PATIENT_HASH_KEY": uuid.uuid4().hex,
+                "CDS_PUBLIC_BASE_URL": self.audience,
+                "CDS_PATIENT_HASH_KEY": uuid.uuid4().hex,
                 "CDS_DATABASE_URL": f"{database}&application_name=bench-{name}",
                 "CDS_FHIR_SERVER_ALLOWLIST": f"http://{HOST}",
-            }  # fmt: skip
+            }
             serve = [cds, "serve", "--host", HOST, "--port", str(port), "--workers", str(WORKERS)]
             self.servers[name] = Server(name, port, [*serve, "--threads", str(THREADS)], env)
         for server in self.servers.values():
@@ -212,17 +217,30 @@ class Bench:
                 raise SystemExit(f"({key}) answered {status}: {answer[:500]!r}")
             (answers / f"{ids[key]}.json").write_bytes(answer)  # the floors' canned body
             checks[key] = {
-                "cards": len(json.loads(answer)["cards"]), "answer_bytes": len(answer),
-                "request_bytes": len(body), "replayed_token": http(service.base + path, body, token)[0],
-                "no_token": http(service.base + path, body)[0], "auth_off": http(off.base + path, body)[0],
-                "resources": sum(len(scenarios.resources_of(v)) for v in request["prefetch"].values()),
-            }  # fmt: skip
+                "cards": len(json.loads(answer)["cards"]),
+                "answer_bytes": len(answer),
+                "request_bytes": len(body),
+                "replayed_token": http(service.base + path, body, token)[0],
+                "no_token": http(service.base + path, body)[0],
+                "auth_off": http(off.base + path, body)[0],
+                "resources": sum(
+                    len(scenarios.resources_of(v)) for v in request["prefetch"].values()
+                ),
+            }
         floor_args = [
-            "--workers", str(WORKERS), "--threads", str(THREADS),
-            "--answers", str(answers), "--issuers", str(OUT / "issuers.json"),
-            "--audience", self.audience,
-            "--database", f"{DATABASE}?options=-csearch_path%3D{self.schemas['floor']}",
-        ]  # fmt: skip
+            "--workers",
+            str(WORKERS),
+            "--threads",
+            str(THREADS),
+            "--answers",
+            str(answers),
+            "--issuers",
+            str(OUT / "issuers.json"),
+            "--audience",
+            self.audience,
+            "--database",
+            f"{DATABASE}?options=-csearch_path%3D{self.schemas['floor']}",
+        ]
         for name, port in (("framework", PORT_BASE + 2), ("production", PORT_BASE + 3)):
             argv = [sys.executable, str(BENCH / "floors.py"), name, "--port", str(port)]
             self.servers[name] = Server(name, port, [*argv, *floor_args], base_env)
@@ -381,10 +399,13 @@ def machine() -> dict[str, Any]:
     changed = run("git", "status", "--porcelain", "--untracked-files=no")
     dirty = " + uncommitted changes" if changed else ""
     return {
-        "cpu": next(models, platform.machine()), "cpus": os.cpu_count(), "load": os.getloadavg()[0],
+        "cpu": next(models, platform.machine()),
+        "cpus": os.cpu_count(),
+        "load": os.getloadavg()[0],
         "commit": run("git", "rev-parse", "--short", "HEAD") + dirty,
-        "python": platform.python_version(), "wrk": run("wrk", "--version").split(" [")[0],
-    }  # fmt: skip
+        "python": platform.python_version(),
+        "wrk": run("wrk", "--version").split(" [")[0],
+    }
 
 
 def summarize(runs: list[Run]) -> dict[str, Any]:
@@ -413,26 +434,16 @@ def rows_of(result: dict[str, Any], group: dict[str, Any]) -> dict[str, dict[str
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
-    m = result["machine"]
-    lines = [
-        "# `make bench` results", "",
-        f"{result['date']}, commit {m['commit']}; {m['cpu']}, {m['cpus']} CPUs (load average "
-        f"{m['load']:.1f} at the end); Python {m['python']}, {m['wrk']}, PostgreSQL "
-        f"{result['postgresql']}. Command: `python bench/run.py {' '.join(result['argv'])}` "
-        f"({result['minutes']:.1f} min).", "",
-        f"Every server: gunicorn gthread, {WORKERS} workers × {THREADS} threads. wrk: one "
-        f"thread, {CONNECTIONS} connections, {args.rounds} alternating rounds of "
-        f"{args.duration:g} s per server after {args.warmup:g} s of warm-up; p50/p99 = median of the "
-        "rounds', req/s over all rounds. Every answer's status is checked.", "",
-    ]  # fmt: skip
-    targets, table = [], []
+    m, targets, table = result["machine"], [], []
     for group in result["groups"]:
         rows = rows_of(result, group)
         if group["alg"] == "RS384":
             ratio = rows["service"]["p50"] / rows["production"]["p50"]
             verdict = "met" if ratio <= TARGET else "missed"
-            targets.append(f"- {label(group)}: service p50 / production floor p50 = **{ratio:.2f}×** "
-                           f"(target ≤ {TARGET}×: {verdict}).")  # fmt: skip
+            targets.append(
+                f"- {label(group)}: service p50 / production floor p50 = **{ratio:.2f}×** "
+                f"(target ≤ {TARGET}×: {verdict})."
+            )
         for name, row in rows.items():
             cells = []
             for floor in ("production", "framework"):
@@ -443,29 +454,51 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
                     cells.append(f"**{row['p50'] / rows[floor]['p50']:.2f}×** ({each})")
                 else:
                     cells.append("")
-            table.append(f"| {label(group)} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} | "
-                         f"{row['p99']:.2f} | {cells[0]} | {cells[1]} | {row['bad']} / "
-                         f"{row['requests']:,} {row['statuses']} | {', '.join(row['spreads'])} "
-                         f"({row['starts']}) | {row['cpu_ms']:.2f} ({row['db_cpu_ms']:.2f}) |")  # fmt: skip
+            table.append(
+                f"| {label(group)} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} | "
+                f"{row['p99']:.2f} | {cells[0]} | {cells[1]} | {row['bad']} / "
+                f"{row['requests']:,} {row['statuses']} | {', '.join(row['spreads'])} "
+                f"({row['starts']}) | {row['cpu_ms']:.2f} ({row['db_cpu_ms']:.2f}) |"
+            )
     bad = sum(row["bad"] for row in result["summary"])
-    lines += ["## Targets", "", *targets,
-        f"- Answers other than 200, and socket errors, in all runs: **{bad}** (target 0: "
-        f"{'met' if bad == 0 else 'missed'}).", "", "## Table", "",
-        "| scenario | server | req/s | p50 ms | p99 ms | p50 ÷ production floor (rounds) | "
-        "p50 ÷ framework floor (rounds) | not 200 / requests | connections per worker (wrk starts) "
-        "| CPU ms per call: server (its PostgreSQL backends) |",
-        "|---|---|---|---|---|---|---|---|---|---|", *table,
-    ]  # fmt: skip
-    lines += ["", "Checks before the runs:", ""]
-    for key, c in result["checks"].items():
-        lines.append(f"- ({key}): {c['resources']} resources, request {c['request_bytes']:,} B, "
-                     f"answer {c['answer_bytes']:,} B with {c['cards']} cards; the service answered "
-                     f"{c['replayed_token']} to a replayed token, {c['no_token']} to no token; "
-                     f"auth-off instance {c['auth_off']}.")  # fmt: skip
+    checks = [
+        f"- ({key}): {c['resources']} resources, request {c['request_bytes']:,} B, answer "
+        f"{c['answer_bytes']:,} B with {c['cards']} cards; the service answered "
+        f"{c['replayed_token']} to a replayed token, {c['no_token']} to no token; auth-off "
+        f"instance {c['auth_off']}."
+        for key, c in result["checks"].items()
+    ]
     s = result["production_floor_statuses"]
-    lines.append(f"- production floor: new RS384 token {s[0]}, replayed {s[1]}, new ES384 {s[2]}, "
-                 f"no token {s[3]}.")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    nl = "\n"
+    return f"""# `make bench` results
+
+{result["date"]}, commit {m["commit"]}; {m["cpu"]}, {m["cpus"]} CPUs (load average {m["load"]:.1f} at
+the end); Python {m["python"]}, {m["wrk"]}, PostgreSQL {result["postgresql"]}. Command:
+`python bench/run.py {" ".join(result["argv"])}` ({result["minutes"]:.1f} min).
+
+Every server: gunicorn gthread, {WORKERS} workers × {THREADS} threads. wrk: one thread, {CONNECTIONS}
+connections, {args.rounds} alternating rounds of {args.duration:g} s per server after {args.warmup:g} s
+of warm-up; p50/p99 = median of the rounds', req/s over all rounds. Every answer's status is checked.
+
+## Targets
+
+{nl.join(targets)}
+- Answers other than 200, and socket errors, in all runs: **{bad}** (target 0: \
+{"met" if bad == 0 else "missed"}).
+
+## Table
+
+| scenario | server | req/s | p50 ms | p99 ms | p50 ÷ production floor (rounds) | \
+p50 ÷ framework floor (rounds) | not 200 / requests | connections per worker (wrk starts) | \
+CPU ms per call: server (its PostgreSQL backends) |
+|---|---|---|---|---|---|---|---|---|---|
+{nl.join(table)}
+
+Checks before the runs:
+
+{nl.join(checks)}
+- production floor: new RS384 token {s[0]}, replayed {s[1]}, new ES384 {s[2]}, no token {s[3]}.
+"""
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -475,8 +508,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    colors = {"framework": "#bbbbbb", "production": "#6a9fd4", "service": "#d4622a",
-              "service-off": "#e8a36f"}  # fmt: skip
+    colors = {
+        "framework": "#bbbbbb",
+        "production": "#6a9fd4",
+        "service": "#d4622a",
+        "service-off": "#e8a36f",
+    }
     fig, ax = plt.subplots(figsize=(10, 4.2))
     x, ticks = 0.0, []
     for group in result["groups"]:
