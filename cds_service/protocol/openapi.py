@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from functools import cache
+from importlib import resources
 from typing import Any
 
 from cds_service.protocol.schemas import _schema
@@ -25,103 +26,13 @@ _COMPONENTS = "#/components/schemas/"
 _LOCAL_DEFS = "#/$defs/"
 _JSON = "application/json"
 
+# The JSON Schemas of the service's own bodies (OperationOutcome, FeedbackReceived, Health,
+# Readiness), shipped beside this module, each under its component name.
+_OWN_SCHEMAS: dict[str, Any] = json.loads(
+    resources.files(__package__).joinpath("openapi-schemas.json").read_text(encoding="utf-8")
+)
 # FHIR R4 OperationOutcome as this service writes it (cds_service.errors.operation_outcome).
-OPERATION_OUTCOME: dict[str, Any] = {
-    "title": "FHIR R4 OperationOutcome",
-    "description": "Every error response: one issue per problem, with a FHIR issue-type code, a "
-    "human-readable message and, where the problem sits in the request body, a JSONPath to it.",
-    "type": "object",
-    "required": ["resourceType", "issue"],
-    "additionalProperties": False,
-    "properties": {
-        "resourceType": {"const": "OperationOutcome"},
-        "issue": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["severity", "code", "diagnostics"],
-                "additionalProperties": False,
-                "properties": {
-                    "severity": {"enum": ["fatal", "error", "warning", "information"]},
-                    "code": {
-                        "description": "A FHIR issue-type code (http://hl7.org/fhir/issue-type).",
-                        "type": "string",
-                        "pattern": "^[a-z][a-z-]*$",
-                    },
-                    "diagnostics": {"type": "string", "minLength": 1},
-                    "expression": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {"type": "string", "minLength": 1},
-                    },
-                },
-            },
-        },
-    },
-}
-
-HEALTH: dict[str, Any] = {
-    "type": "object",
-    "required": ["status"],
-    "additionalProperties": False,
-    "properties": {"status": {"const": "ok"}},
-}
-
-FEEDBACK_RECEIVED: dict[str, Any] = {
-    "description": "How many feedback items the batch held, and how many were new (not resent).",
-    "type": "object",
-    "required": ["received", "new"],
-    "additionalProperties": False,
-    "properties": {
-        "received": {"type": "integer", "minimum": 1},
-        "new": {"type": "integer", "minimum": 0},
-    },
-}
-
-READINESS: dict[str, Any] = {
-    "type": "object",
-    "required": ["status", "knowledge", "store", "auth"],
-    "additionalProperties": False,
-    "properties": {
-        "status": {"enum": ["ready"]},
-        "knowledge": {
-            "type": "object",
-            "required": [
-                "services",
-                "valueSets",
-                "cardKinds",
-                "version",
-                "contentHash",
-                "silentKinds",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "services": {"type": "integer", "minimum": 0},
-                "valueSets": {"type": "integer", "minimum": 0},
-                "cardKinds": {"type": "integer", "minimum": 0},
-                "version": {"type": "string", "description": "cards/version.yaml"},
-                "contentHash": {
-                    "type": "string",
-                    "pattern": "^[0-9a-f]{64}$",
-                    "description": "SHA-256 of the knowledge files loaded",
-                },
-                "silentKinds": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Card kinds recorded but not returned (silent mode).",
-                },
-            },
-        },
-        "store": {
-            "type": "string",
-            "description": "What the database check found: the backend's name, or unreachable "
-            "(still ready: hook calls answer without it, with no snoozing).",
-        },
-        "auth": {"enum": ["jwt", "off"]},
-        "warning": {"type": "string", "description": "Present when client JWT checks are off."},
-    },
-}
+OPERATION_OUTCOME: dict[str, Any] = _OWN_SCHEMAS["OperationOutcome"]
 
 _ERRORS = {
     400: "The body is not valid JSON or breaks the CDS Hooks rules for this endpoint (one issue each).",
@@ -143,10 +54,7 @@ def build_openapi(service_ids: list[str]) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for name, component in COMPONENT_NAMES.items():
         schemas.update(_embed(_schema(name), component))
-    schemas["OperationOutcome"] = copy.deepcopy(OPERATION_OUTCOME)
-    schemas["FeedbackReceived"] = copy.deepcopy(FEEDBACK_RECEIVED)
-    schemas["Health"] = copy.deepcopy(HEALTH)
-    schemas["Readiness"] = copy.deepcopy(READINESS)
+    schemas.update(copy.deepcopy(_OWN_SCHEMAS))
 
     id_schema: dict[str, Any] = {"type": "string"}
     if service_ids:
@@ -296,9 +204,8 @@ _ERROR_HEADERS = {
 
 def _embed(source: dict[str, Any], component: str) -> dict[str, Any]:
     """`source` and each of its $defs as components, with `#/$defs/X` refs rewritten to them."""
-    schema = dict(
-        source
-    )  # a shallow copy: the loaded schema is cached and shared with the validators
+    # A shallow copy: the loaded schema is cached and shared with the validators.
+    schema = dict(source)
     defs = schema.pop("$defs", {})
     schema.pop("$schema", None)
     schema.pop("$id", None)
