@@ -207,8 +207,6 @@ def _embed(source: dict[str, Any], component: str) -> dict[str, Any]:
     # A shallow copy: the loaded schema is cached and shared with the validators.
     schema = dict(source)
     defs = schema.pop("$defs", {})
-    schema.pop("$schema", None)
-    schema.pop("$id", None)
     names = {f"{_LOCAL_DEFS}{name}": f"{_COMPONENTS}{component}_{name}" for name in defs}
     embedded = {component: _rewrite(schema, names)}
     for name, definition in defs.items():
@@ -217,7 +215,7 @@ def _embed(source: dict[str, Any], component: str) -> dict[str, Any]:
 
 
 def _rewrite(node: Any, names: dict[str, str]) -> Any:
-    """A copy of `node` with every $ref mapped through `names`; any other $ref is an error."""
+    """A copy of `node` without $id and $schema, each $ref mapped through `names` (others: error)."""
     if isinstance(node, list):
         return [_rewrite(item, names) for item in node]
     if not isinstance(node, dict):

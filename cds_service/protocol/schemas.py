@@ -194,10 +194,7 @@ def _sort_key(location: Iterable[object]) -> tuple[tuple[int, int, str], ...]:
 
 def _render(value: object, limit: int = _VALUE_LIMIT) -> str:
     """A value as JSON, cut to about limit characters."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except ValueError:  # circular structures
-        text = repr(value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
