@@ -22,7 +22,7 @@ from jsonschema import (  # type: ignore[import-untyped, unused-ignore]
 )
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["SCHEMA_NAMES", "SchemaIssue", "context_schema_for", "validate"]
+__all__ = ["SCHEMA_NAMES", "SchemaIssue", "context_schema_for", "parse_date_time", "validate"]
 
 SCHEMA_NAMES = (
     "request",
@@ -143,21 +143,27 @@ def _is_uri(instance: object) -> bool:
 
 def _is_date_time(instance: object) -> bool:
     """An RFC 3339 §5.6 date-time, with a time-zone offset (Z or ±hh:mm)."""
-    if not isinstance(instance, str):
-        return True
-    match = _DATE_TIME.fullmatch(instance)
+    return not isinstance(instance, str) or parse_date_time(instance) is not None
+
+
+def parse_date_time(text: str) -> datetime | None:
+    """An RFC 3339 §5.6 date-time (offset Z or ±hh:mm; "t" and "z" may be lowercase) as an aware
+    datetime, a leap second (":60") read as the last microsecond of its minute; None if not one."""
+    match = _DATE_TIME.fullmatch(text)
     if match is None:
-        return False
+        return None
     day, hour_minute, second, fraction, offset = match.groups()
-    if second == "60":  # a leap second, which datetime cannot represent
-        second = "59"
     fraction = (fraction or "")[:7]  # datetime takes at most microseconds
-    offset = "+00:00" if offset in ("Z", "z") else offset
+    if second == "60":  # a leap second, which datetime cannot represent
+        second, fraction = "59", ".999999"
+    if offset in ("Z", "z"):
+        offset = "+00:00"
+    elif int(offset[-2:]) > 59:  # fromisoformat reads "+12:60" as 13 hours
+        return None
     try:
-        datetime.fromisoformat(f"{day}T{hour_minute}:{second}{fraction}{offset}")
+        return datetime.fromisoformat(f"{day}T{hour_minute}:{second}{fraction}{offset}")
     except ValueError:
-        return False
-    return True
+        return None
 
 
 @cache
