@@ -104,7 +104,7 @@ def _fast_validator(name: str) -> jsonschema_rs.Validator:
     # The same format functions as the Python validator, so "valid" means the same to both.
     return jsonschema_rs.validator_for(
         _schema(name),
-        formats={"uuid": _is_uuid, "uri": _is_uri, "date-time": _is_date_time},
+        formats=_FORMATS,
         validate_formats=True,
         ignore_unknown_formats=False,
     )
@@ -166,12 +166,14 @@ def parse_date_time(text: str) -> datetime | None:
         return None
 
 
+_FORMATS = {"uuid": _is_uuid, "uri": _is_uri, "date-time": _is_date_time}
+
+
 @cache
 def _format_checker() -> Any:
     checker = FormatChecker(formats=())
-    checker.checks("uuid")(_is_uuid)
-    checker.checks("uri")(_is_uri)
-    checker.checks("date-time")(_is_date_time)
+    for name, check in _FORMATS.items():
+        checker.checks(name)(check)
     return checker
 
 
