@@ -80,7 +80,7 @@ def load_trusted_issuers(path: Path) -> dict[str, TrustedIssuer]:
         jku = entry.get("jku", [])
         jku = [jku] if isinstance(jku, str) else jku
         for url in jku:
-            if not isinstance(url, str) or check_jku(url):
+            if not isinstance(url, str) or not _may_serve_keys(url):
                 raise AuthConfigError(
                     f"{where}: each jku must be an https URL (http only on loopback)"
                 )
@@ -352,8 +352,8 @@ class Verifier:
             # the time another worker could accept one of them again.
             self._reconcile()
 
-    def _reconcile(self) -> bool:
-        """Write the ids accepted from memory to the database; False if it is still unavailable."""
+    def _reconcile(self) -> None:
+        """Write the ids accepted from memory to the database (stops at the first failure)."""
         now = datetime.now(UTC)
         with self._lock:
             for key in [k for k, (until, _) in self._unwritten.items() if until < now]:
@@ -367,20 +367,17 @@ class Verifier:
                     log.warning("a jti accepted during the outage was already recorded")
             except StoreUnavailable:
                 self.on_store_failure("reconcile jti")
-                return False
+                return
             with self._lock:
                 self._unwritten.pop(key, None)
-        return True
 
 
-def check_jku(url: str) -> str | None:
-    """None when `url` may serve keys: https, or http on a loopback address (local testing)."""
+def _may_serve_keys(url: str) -> bool:
+    """Whether a jku may serve keys: https, or http on a loopback address (local testing)."""
     parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
-        return None
-    return "not https"
+    if not parts.hostname:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
 
 
 RECONCILE_SECONDS = 1.0  # how often ids accepted from memory are offered to the database again
@@ -409,12 +406,8 @@ def _allows(key: PyJWK, declared: str | None, alg: str) -> bool:
 
 
 def _find(jwks: PyJWKSet | None, kid: str) -> PyJWK | None:
-    if jwks is None:
-        return None
-    for key in jwks.keys:
-        if key.key_id == kid:
-            return key
-    return None
+    keys = jwks.keys if jwks is not None else []
+    return next((key for key in keys if key.key_id == kid), None)
 
 
 def _reject(reason: str) -> Unauthorized:

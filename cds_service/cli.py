@@ -18,7 +18,7 @@ import click
 
 from cds_service.clock import Clock
 from cds_service.config import PROJECT_ROOT, ConfigError, Settings, load_settings
-from cds_service.knowledge import KnowledgeError, load_knowledge
+from cds_service.knowledge import Knowledge, KnowledgeError, load_knowledge
 
 log = logging.getLogger(__name__)
 
@@ -324,10 +324,8 @@ def check_knowledge(fhir: bool) -> None:
     except KnowledgeError as exc:
         _fail(str(exc))
     problems = validate_orders(knowledge) if fhir else []
-    for problem in problems:
-        click.echo(problem, err=True)
     if problems:
-        sys.exit(1)
+        _fail("\n".join(problems))
     click.echo(
         f"knowledge OK: {len(knowledge.services)} services, {len(knowledge.valuesets)} value sets, "
         f"{len(knowledge.cards)} card kinds, {len(knowledge.thresholds)} thresholds, "
@@ -335,7 +333,7 @@ def check_knowledge(fhir: bool) -> None:
     )
 
 
-def validate_orders(knowledge: Any) -> list[str]:
+def validate_orders(knowledge: Knowledge) -> list[str]:
     """Each order template, filled with sample values, parsed as its FHIR R4 resource type."""
     from fhir.resources.R4B import (
         get_fhir_model_class,  # R4B: the R4-compatible models fhir.resources ships

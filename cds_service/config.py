@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +18,15 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
-def _default_knowledge_dir() -> Path:
-    # A source checkout or editable install keeps cards/ beside the package; the Docker image sets
-    # CDS_KNOWLEDGE_DIR explicitly.
-    return PROJECT_ROOT / "cards"
-
-
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the service. README §Configuration documents each one."""
 
     env: str = "production"
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'cds.sqlite3'}"
-    knowledge_dir: Path = field(default_factory=_default_knowledge_dir)
+    # A source checkout or editable install keeps cards/ beside the package; the Docker image sets
+    # CDS_KNOWLEDGE_DIR explicitly.
+    knowledge_dir: Path = PROJECT_ROOT / "cards"
     fhir_server_allowlist: tuple[AllowedUrl, ...] = ()
     cors_origins: tuple[str, ...] = ("https://sandbox.cds-hooks.org",)
     max_body_bytes: int = 10 * 1024 * 1024
@@ -52,11 +48,6 @@ class Settings:
     # the kinds are checked against the knowledge base when the app is built.
     card_modes: tuple[tuple[str, str], ...] = ()
     migrate_at_start: bool = True
-
-    @property
-    def development(self) -> bool:
-        """True for the local `make run` profile."""
-        return self.env == "development"
 
 
 DEVELOPMENT_DEFAULTS: dict[str, str] = {

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cds_service.errors import InvalidRequest, Issue, ServiceUnavailable, UnknownService
 from cds_service.metrics import FEEDBACK
-from cds_service.protocol.schemas import validate
+from cds_service.protocol.schemas import parse_date_time, validate
 from cds_service.runtime import Runtime
 from cds_service.store import StoreRefused, StoreUnavailable
 from cds_service.store.cards import EARLIEST
@@ -121,35 +120,17 @@ def storable(item: dict[str, Any], index: int) -> list[Issue]:
 # When a clinician acted can be a little ahead of this server's clock (clocks drift), never far: a
 # time in the future would snooze a card until then. Nothing this service issued predates the floor.
 FUTURE_SKEW = timedelta(minutes=5)
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
-)
 
 
 def outcome_time(text: str, now: datetime) -> datetime | str:
-    """The UTC instant of an RFC 3339 date-time, or why it cannot be used (refused, not clamped).
-
-    Lowercase "t"/"z" (RFC 3339 §5.6 allows them) are read; a leap second (":60") is read as the last
-    microsecond of its minute, which datetime can hold.
-    """
-    match = _RFC3339.fullmatch(text)
-    if match is None:
+    """The UTC instant of an RFC 3339 date-time (as the feedback schema reads it:
+    protocol.schemas.parse_date_time), or why it cannot be used (refused, not clamped)."""
+    local = parse_date_time(text)
+    if local is None:
         return "outcomeTimestamp is not an RFC 3339 date-time"
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    fraction, zulu, sign, offset_h, offset_m = match.group(7, 8, 9, 10, 11)
-    micro = int((fraction or ".0")[1:7].ljust(6, "0"))
-    if second == 60:  # a leap second
-        second, micro = 59, 999_999
-    offset = timedelta(0) if zulu else timedelta(hours=int(offset_h), minutes=int(offset_m))
-    if not zulu and (int(offset_h) > 23 or int(offset_m) > 59):
-        return "outcomeTimestamp has a time-zone offset that does not exist"
     try:
-        local = datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-    except ValueError:
-        return "outcomeTimestamp is not a date and time that exists"
-    try:
-        # The offset is applied by arithmetic: a local 9999-12-31T23:59-01:00 overflows here.
-        instant = local + offset if sign == "-" else local - offset
+        # A local 9999-12-31T23:59-01:00 is past datetime's range once converted.
+        instant = local.astimezone(UTC)
     except OverflowError:
         return "outcomeTimestamp is outside the years 0001-9999 once converted to UTC"
     if instant > now + FUTURE_SKEW:

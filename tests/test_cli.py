@@ -104,17 +104,34 @@ def test_check_knowledge_reads_only_the_knowledge_dir(production: str) -> None:
     assert result.output.startswith("knowledge OK: ")
 
 
-def test_check_knowledge_lists_problems(
-    production: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cards = tmp_path / "cards"
-    shutil.copytree(ROOT / "cards", cards)
+@pytest.fixture
+def cards(production: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of cards/ for a test to break, as CDS_KNOWLEDGE_DIR."""
+    copy = tmp_path / "cards"
+    shutil.copytree(ROOT / "cards", copy)
+    monkeypatch.setenv("CDS_KNOWLEDGE_DIR", str(copy))
+    return copy
+
+
+def test_check_knowledge_lists_problems(cards: Path) -> None:
     thresholds = cards / "thresholds.yaml"
     thresholds.write_text(thresholds.read_text(encoding="utf-8") + "\nnot: [valid", "utf-8")
-    monkeypatch.setenv("CDS_KNOWLEDGE_DIR", str(cards))
     result = invoke("check-knowledge")
     assert result.exit_code == 1
     assert "thresholds.yaml" in result.output
+
+
+def test_check_knowledge_lists_every_order_that_is_not_fhir(cards: Path) -> None:
+    orders = cards / "orders.yaml"
+    # Valid for the knowledge schema (a resource template is any object), not for FHIR R4.
+    text = orders.read_text(encoding="utf-8").replace("authoredOn:", "authoredAt:")
+    orders.write_text(text, "utf-8")
+    result = invoke("check-knowledge")
+    assert result.exit_code == 1
+    named = [line for line in result.output.splitlines() if line.startswith("orders.yaml: ")]
+    assert len(named) == text.count("authoredAt:") > 1
+    assert all("not a valid FHIR R4 resource" in line for line in named), named
+    assert "knowledge OK" not in result.output
 
 
 def test_evaluate_a_scenario_file(reviewer: str) -> None:

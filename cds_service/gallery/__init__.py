@@ -199,11 +199,8 @@ def _view(knowledge: Knowledge, example: Example) -> dict[str, Any]:
         ],
         "scenario": example.scenario,
         "facts": facts,
-        "citations": [
-            {"key": k, **knowledge.sources[k]}
-            for k in example.kind.sources
-            if k in knowledge.sources
-        ],
+        # The loader has checked that every source a kind cites is in sources.yaml.
+        "citations": [{"key": k, **knowledge.sources[k]} for k in example.kind.sources],
     }
 
 

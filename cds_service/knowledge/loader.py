@@ -487,15 +487,17 @@ def _card_kind(
     }
     references = {}
 
+    def short_citation(cited_key: str) -> str:
+        """What the card's detail shows for a source of sources.yaml (a problem if it has none)."""
+        if "short" not in sources[cited_key]:
+            problems.append(f"{where}: source '{cited_key}' has no short citation in sources.yaml")
+        return sources[cited_key].get("short", "")
+
     def reference(what: str, cited_key: str) -> None:
         """A source a phrase or suggestion adds to the card when it is shown."""
         cite(f"{where}: {what}", cited_key)
-        found = sources.get(cited_key)
-        if found is None:
-            return
-        if "short" not in found:
-            problems.append(f"{where}: source '{cited_key}' has no short citation")
-        references[cited_key] = (found.get("short", ""), found.get("url"))
+        if cited_key in sources:
+            references[cited_key] = (short_citation(cited_key), sources[cited_key].get("url"))
 
     def check_template(template: Any, what: str, also: tuple[str, ...] = ()) -> None:
         try:
@@ -567,21 +569,17 @@ def _card_kind(
             )
         )
 
-    spec = card["source"]
-    source: dict[str, Any] = {
+    spec = card["source"]  # its url is required (an https URL)
+    source = {
         "label": spec["label"],
         "topic": {"system": CARD_KIND_SYSTEM, "code": key, "display": spec["topic"]["display"]},
+        "url": spec["url"],
     }
-    if spec.get("url"):
-        source["url"] = spec["url"]
 
     def cited_block(keys: list[str]) -> tuple[str, tuple[dict[str, str], ...]]:
         """The closing citations (short forms, then the advisory) and the links of these sources."""
         found = [sources[k] for k in keys if k in sources]
-        for k in keys:
-            if k in sources and "short" not in sources[k]:
-                problems.append(f"{where}: source '{k}' has no short citation in sources.yaml")
-        short = "; ".join(c.get("short", "") for c in found)
+        short = "; ".join(short_citation(k) for k in keys if k in sources)
         # The full references: each cited source with a public address, after the kind's own links.
         listed = [*card.get("links", [])] + [
             {"label": c["short"], "url": c["url"]} for c in found if "short" in c and "url" in c

@@ -1,11 +1,14 @@
-"""The service's OpenAPI 3.1 document, built from the CDS Hooks JSON Schemas shipped in this package."""
+"""The service's OpenAPI 3.1 document: openapi.yaml, with the CDS Hooks JSON Schemas embedded."""
 
 from __future__ import annotations
 
 import copy
 import json
 from functools import cache
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from cds_service.protocol.schemas import _schema
 
@@ -23,244 +26,35 @@ COMPONENT_NAMES = {
 
 _COMPONENTS = "#/components/schemas/"
 _LOCAL_DEFS = "#/$defs/"
-_JSON = "application/json"
+
+
+@cache
+def _template() -> dict[str, Any]:
+    """openapi.yaml as loaded (shared: build_openapi copies it)."""
+    text = resources.files(__package__).joinpath("openapi.yaml").read_text(encoding="utf-8")
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
 
 # FHIR R4 OperationOutcome as this service writes it (cds_service.errors.operation_outcome).
-OPERATION_OUTCOME: dict[str, Any] = {
-    "title": "FHIR R4 OperationOutcome",
-    "description": "Every error response: one issue per problem, with a FHIR issue-type code, a "
-    "human-readable message and, where the problem sits in the request body, a JSONPath to it.",
-    "type": "object",
-    "required": ["resourceType", "issue"],
-    "additionalProperties": False,
-    "properties": {
-        "resourceType": {"const": "OperationOutcome"},
-        "issue": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["severity", "code", "diagnostics"],
-                "additionalProperties": False,
-                "properties": {
-                    "severity": {"enum": ["fatal", "error", "warning", "information"]},
-                    "code": {
-                        "description": "A FHIR issue-type code (http://hl7.org/fhir/issue-type).",
-                        "type": "string",
-                        "pattern": "^[a-z][a-z-]*$",
-                    },
-                    "diagnostics": {"type": "string", "minLength": 1},
-                    "expression": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {"type": "string", "minLength": 1},
-                    },
-                },
-            },
-        },
-    },
-}
-
-HEALTH: dict[str, Any] = {
-    "type": "object",
-    "required": ["status"],
-    "additionalProperties": False,
-    "properties": {"status": {"const": "ok"}},
-}
-
-FEEDBACK_RECEIVED: dict[str, Any] = {
-    "description": "How many feedback items the batch held, and how many were new (not resent).",
-    "type": "object",
-    "required": ["received", "new"],
-    "additionalProperties": False,
-    "properties": {
-        "received": {"type": "integer", "minimum": 1},
-        "new": {"type": "integer", "minimum": 0},
-    },
-}
-
-READINESS: dict[str, Any] = {
-    "type": "object",
-    "required": ["status", "knowledge", "store", "auth"],
-    "additionalProperties": False,
-    "properties": {
-        "status": {"enum": ["ready"]},
-        "knowledge": {
-            "type": "object",
-            "required": [
-                "services",
-                "valueSets",
-                "cardKinds",
-                "version",
-                "contentHash",
-                "silentKinds",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "services": {"type": "integer", "minimum": 0},
-                "valueSets": {"type": "integer", "minimum": 0},
-                "cardKinds": {"type": "integer", "minimum": 0},
-                "version": {"type": "string", "description": "cards/version.yaml"},
-                "contentHash": {
-                    "type": "string",
-                    "pattern": "^[0-9a-f]{64}$",
-                    "description": "SHA-256 of the knowledge files loaded",
-                },
-                "silentKinds": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Card kinds recorded but not returned (silent mode).",
-                },
-            },
-        },
-        "store": {
-            "type": "string",
-            "description": "What the database check found: the backend's name, or unreachable "
-            "(still ready: hook calls answer without it, with no snoozing).",
-        },
-        "auth": {"enum": ["jwt", "off"]},
-        "warning": {"type": "string", "description": "Present when client JWT checks are off."},
-    },
-}
-
-_ERRORS = {
-    400: "The body is not valid JSON or breaks the CDS Hooks rules for this endpoint (one issue each).",
-    401: "The CDS client JWT is missing or invalid (only when CDS_AUTH=jwt).",
-    404: "No CDS service has this id.",
-    412: "Required prefetch data was neither sent nor obtainable from fhirServer.",
-    413: "The body is larger than CDS_MAX_BODY_BYTES.",
-    415: "The body is not declared as JSON (Content-Type: application/json).",
-    503: "The database cannot take the feedback now; nothing was kept: send it again after Retry-After.",
-}
-_CALL_ERRORS = (400, 401, 404, 412, 413, 415)
-_FEEDBACK_ERRORS = (400, 401, 404, 413, 415, 503)
+OPERATION_OUTCOME: dict[str, Any] = _template()["components"]["schemas"]["OperationOutcome"]
 
 
 def build_openapi(service_ids: list[str]) -> dict[str, Any]:
-    """An OpenAPI 3.1 document for this service, whose POST path accepts exactly `service_ids`."""
+    """An OpenAPI 3.1 document for this service, whose POST paths accept exactly `service_ids`."""
     from cds_service import __version__
 
+    document = copy.deepcopy(_template())
+    document["info"]["version"] = __version__
+    if service_ids:
+        for path in ("/cds-services/{id}", "/cds-services/{id}/feedback"):
+            parameter = document["paths"][path]["post"]["parameters"][0]
+            parameter["schema"]["enum"] = sorted(set(service_ids))
     schemas: dict[str, Any] = {}
     for name, component in COMPONENT_NAMES.items():
         schemas.update(_embed(_schema(name), component))
-    schemas["OperationOutcome"] = copy.deepcopy(OPERATION_OUTCOME)
-    schemas["FeedbackReceived"] = copy.deepcopy(FEEDBACK_RECEIVED)
-    schemas["Health"] = copy.deepcopy(HEALTH)
-    schemas["Readiness"] = copy.deepcopy(READINESS)
-
-    id_schema: dict[str, Any] = {"type": "string"}
-    if service_ids:
-        id_schema["enum"] = sorted(set(service_ids))
-    secured: list[dict[str, list[str]]] = [{"cdsClientJwt": []}]
-    id_parameter = {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "description": "The service id from discovery.",
-        "schema": id_schema,
-    }
-
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "CDS Hooks service: leg muscle cramps after cerebral infarction",
-            "version": __version__,
-            "description": "CDS Hooks 2.0 discovery, service and feedback endpoints, plus health "
-            "checks and metrics. Request and response bodies are the JSON Schemas the service itself "
-            "validates with. Every error is a FHIR OperationOutcome.",
-            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
-        },
-        "paths": {
-            "/cds-services": {
-                "get": {
-                    "operationId": "discovery",
-                    "summary": "CDS Hooks discovery: the services with their hooks and prefetch templates",
-                    "security": secured,
-                    "responses": {
-                        "200": _json_response("The services.", _ref("CdsHooksDiscovery")),
-                        "401": _error_response(401),
-                    },
-                }
-            },
-            "/cds-services/{id}": {
-                "post": {
-                    "operationId": "callService",
-                    "summary": "Call a CDS service with a hook request",
-                    "security": secured,
-                    "parameters": [id_parameter],
-                    "requestBody": {
-                        "required": True,
-                        "content": {_JSON: {"schema": _ref("CdsHooksRequest")}},
-                    },
-                    "responses": {
-                        "200": _json_response("The cards.", _ref("CdsHooksResponse")),
-                        **{str(status): _error_response(status) for status in _CALL_ERRORS},
-                    },
-                }
-            },
-            "/cds-services/{id}/feedback": {
-                "post": {
-                    "operationId": "feedback",
-                    "summary": "Feedback on cards the service returned: accepted or overridden",
-                    "security": secured,
-                    "parameters": [copy.deepcopy(id_parameter)],
-                    "requestBody": {
-                        "required": True,
-                        "content": {_JSON: {"schema": _ref("CdsHooksFeedback")}},
-                    },
-                    "responses": {
-                        "200": _json_response("Stored.", _ref("FeedbackReceived")),
-                        **{str(status): _error_response(status) for status in _FEEDBACK_ERRORS},
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "summary": "Liveness: the process answers",
-                    "responses": {"200": _json_response("Alive.", _ref("Health"))},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Readiness: knowledge loaded; the database's state reported",
-                    "responses": {"200": _json_response("Ready.", _ref("Readiness"))},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics (no patient data in any label)",
-                    "responses": {
-                        "200": {
-                            "description": "The Prometheus text exposition format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "responses": {"200": _json_response("OpenAPI 3.1.", {"type": "object"})},
-                }
-            },
-        },
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "cdsClientJwt": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "bearerFormat": "JWT",
-                    "description": "CDS Hooks 2.0 §Trusting CDS Clients: a JWT signed by a trusted "
-                    "CDS client, audience the called URL. Not checked when CDS_AUTH=off (development).",
-                }
-            },
-        },
-    }
+    document["components"]["schemas"] = {**schemas, **document["components"]["schemas"]}
+    return document
 
 
 @cache
@@ -269,39 +63,11 @@ def openapi_json(service_ids: tuple[str, ...]) -> str:
     return json.dumps(build_openapi(list(service_ids)), ensure_ascii=False)
 
 
-def _ref(component: str) -> dict[str, str]:
-    return {"$ref": _COMPONENTS + component}
-
-
-def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {_JSON: {"schema": schema}}}
-
-
-def _error_response(status: int) -> dict[str, Any]:
-    response = _json_response(_ERRORS[status], _ref("OperationOutcome"))
-    header = _ERROR_HEADERS.get(status)
-    if header:
-        name, description = header
-        response["headers"] = {
-            name: {"description": description, "required": True, "schema": {"type": "string"}}
-        }
-    return response
-
-
-_ERROR_HEADERS = {
-    401: ("WWW-Authenticate", "The bearer challenge."),
-    503: ("Retry-After", "Seconds to wait before sending again."),
-}
-
-
 def _embed(source: dict[str, Any], component: str) -> dict[str, Any]:
     """`source` and each of its $defs as components, with `#/$defs/X` refs rewritten to them."""
-    schema = dict(
-        source
-    )  # a shallow copy: the loaded schema is cached and shared with the validators
+    # A shallow copy: the loaded schema is cached and shared with the validators.
+    schema = dict(source)
     defs = schema.pop("$defs", {})
-    schema.pop("$schema", None)
-    schema.pop("$id", None)
     names = {f"{_LOCAL_DEFS}{name}": f"{_COMPONENTS}{component}_{name}" for name in defs}
     embedded = {component: _rewrite(schema, names)}
     for name, definition in defs.items():
@@ -310,7 +76,7 @@ def _embed(source: dict[str, Any], component: str) -> dict[str, Any]:
 
 
 def _rewrite(node: Any, names: dict[str, str]) -> Any:
-    """A copy of `node` with every $ref mapped through `names`; any other $ref is an error."""
+    """A copy of `node` without $id and $schema, each $ref mapped through `names` (others: error)."""
     if isinstance(node, list):
         return [_rewrite(item, names) for item in node]
     if not isinstance(node, dict):

@@ -22,7 +22,7 @@ from jsonschema import (  # type: ignore[import-untyped, unused-ignore]
 )
 from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["SCHEMA_NAMES", "SchemaIssue", "context_schema_for", "validate"]
+__all__ = ["SCHEMA_NAMES", "SchemaIssue", "context_schema_for", "parse_date_time", "validate"]
 
 SCHEMA_NAMES = (
     "request",
@@ -104,7 +104,7 @@ def _fast_validator(name: str) -> jsonschema_rs.Validator:
     # The same format functions as the Python validator, so "valid" means the same to both.
     return jsonschema_rs.validator_for(
         _schema(name),
-        formats={"uuid": _is_uuid, "uri": _is_uri, "date-time": _is_date_time},
+        formats=_FORMATS,
         validate_formats=True,
         ignore_unknown_formats=False,
     )
@@ -143,29 +143,37 @@ def _is_uri(instance: object) -> bool:
 
 def _is_date_time(instance: object) -> bool:
     """An RFC 3339 §5.6 date-time, with a time-zone offset (Z or ±hh:mm)."""
-    if not isinstance(instance, str):
-        return True
-    match = _DATE_TIME.fullmatch(instance)
+    return not isinstance(instance, str) or parse_date_time(instance) is not None
+
+
+def parse_date_time(text: str) -> datetime | None:
+    """An RFC 3339 §5.6 date-time (offset Z or ±hh:mm; "t" and "z" may be lowercase) as an aware
+    datetime, a leap second (":60") read as the last microsecond of its minute; None if not one."""
+    match = _DATE_TIME.fullmatch(text)
     if match is None:
-        return False
+        return None
     day, hour_minute, second, fraction, offset = match.groups()
-    if second == "60":  # a leap second, which datetime cannot represent
-        second = "59"
     fraction = (fraction or "")[:7]  # datetime takes at most microseconds
-    offset = "+00:00" if offset in ("Z", "z") else offset
+    if second == "60":  # a leap second, which datetime cannot represent
+        second, fraction = "59", ".999999"
+    if offset in ("Z", "z"):
+        offset = "+00:00"
+    elif int(offset[-2:]) > 59:  # fromisoformat reads "+12:60" as 13 hours
+        return None
     try:
-        datetime.fromisoformat(f"{day}T{hour_minute}:{second}{fraction}{offset}")
+        return datetime.fromisoformat(f"{day}T{hour_minute}:{second}{fraction}{offset}")
     except ValueError:
-        return False
-    return True
+        return None
+
+
+_FORMATS = {"uuid": _is_uuid, "uri": _is_uri, "date-time": _is_date_time}
 
 
 @cache
 def _format_checker() -> Any:
     checker = FormatChecker(formats=())
-    checker.checks("uuid")(_is_uuid)
-    checker.checks("uri")(_is_uri)
-    checker.checks("date-time")(_is_date_time)
+    for name, check in _FORMATS.items():
+        checker.checks(name)(check)
     return checker
 
 
@@ -194,10 +202,7 @@ def _sort_key(location: Iterable[object]) -> tuple[tuple[int, int, str], ...]:
 
 def _render(value: object, limit: int = _VALUE_LIMIT) -> str:
     """A value as JSON, cut to about limit characters."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except ValueError:  # circular structures
-        text = repr(value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -122,10 +122,9 @@ def _watch_and_ping(connection: Any, record: ConnectionPoolEntry, proxy: Any) ->
     if record.info.pop("fresh", False):
         return  # just connected: nothing to test
     try:
+        # As SQLAlchemy's pre-ping: the unit of work goes on from here.
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT 1"
-            )  # as SQLAlchemy's pre-ping: the unit of work goes on from here
+            cursor.execute("SELECT 1")
     except Exception as error:  # any failure: let the pool replace the connection
         raise exc.DisconnectionError(type(error).__name__) from None
 

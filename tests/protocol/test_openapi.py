@@ -13,10 +13,11 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from cds_service import __version__
 from cds_service.app import create_app
 from cds_service.clock import fixed_clock
 from cds_service.knowledge import Knowledge
-from cds_service.protocol.openapi import _embed, build_openapi
+from cds_service.protocol.openapi import COMPONENT_NAMES, _embed, build_openapi
 from cds_service.protocol.schemas import _format_checker, _schema, validate
 from tests.conftest import NOW, ROOT, SERVICE_ID, make_settings, release
 from tests.test_api import request_body
@@ -180,6 +181,14 @@ def test_paths_and_statuses(document: dict[str, Any]) -> None:
         for method, operation in item.items():
             assert method in METHODS, (path, method)
             assert operation["operationId"], (path, method)
+
+
+def test_filled_in_from_the_package(document: dict[str, Any]) -> None:
+    # openapi.yaml leaves the version, the service ids and the CDS Hooks schemas to build_openapi.
+    assert document["info"]["version"] == __version__
+    own = ["OperationOutcome", "FeedbackReceived", "Health", "Readiness"]
+    assert [name for name in document["components"]["schemas"] if name in own] == own
+    assert set(COMPONENT_NAMES.values()) <= set(document["components"]["schemas"])
 
 
 def test_no_service_ids_means_no_enum() -> None:

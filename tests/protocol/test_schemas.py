@@ -1166,6 +1166,14 @@ INVALID: list[Any] = [
     ),
     pytest.param(
         "feedback",
+        variant(
+            SPEC_FEEDBACK_OVERRIDDEN, ((*FB0, "outcomeTimestamp"), "2020-12-11T00:00:00+12:60")
+        ),
+        [("$.feedback[0].outcomeTimestamp", "not a valid date-time")],
+        id="feedback-timestamp-offset-minute-60",
+    ),
+    pytest.param(
+        "feedback",
         variant(SPEC_FEEDBACK_OVERRIDDEN, ((*FB0, "outcomeTimestamp"), 1607644800)),
         [("$.feedback[0].outcomeTimestamp", "not of type 'string'")],
         id="feedback-timestamp-epoch-number",
