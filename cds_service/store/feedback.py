@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -32,7 +32,10 @@ def _row(service_id: str, item: dict[str, Any], received_at: datetime) -> dict[s
         "override_code": reason.get("code"),
         "override_display": reason.get("display"),
         "user_comment": (item.get("overrideReason") or {}).get("userComment"),
-        "outcome_at": datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00")),
+        # In UTC: SQLite keeps no offset, and everything read back is taken as UTC.
+        "outcome_at": datetime.fromisoformat(
+            item["outcomeTimestamp"].replace("Z", "+00:00")
+        ).astimezone(UTC),
         "received_at": received_at,
     }
 
