@@ -170,7 +170,7 @@ def test_paths_and_statuses(document: dict[str, Any]) -> None:
     assert set(feedback["responses"]) == {"200", "400", "401", "404", "413", "415", "503"}
     assert "Retry-After" in feedback["responses"]["503"]["headers"]
     assert "WWW-Authenticate" in responses["401"]["headers"]
-    assert set(paths["/readyz"]["get"]["responses"]) == {"200"}
+    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
     assert document["components"]["securitySchemes"]["cdsClientJwt"] == {
         **document["components"]["securitySchemes"]["cdsClientJwt"],
         "type": "http",
@@ -303,6 +303,23 @@ def test_health_bodies_match_their_components(
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert list(component_validator(document, "Readiness").iter_errors(ready.get_json())) == []
+
+
+def test_a_not_ready_body_matches_its_component(
+    tmp_path: Path, knowledge: Knowledge, document: dict[str, Any]
+) -> None:
+    """A pod that does not migrate at start, on a database without the schema: 503 with a reason."""
+    settings = make_settings(tmp_path, migrate_at_start=False)
+    app = create_app(settings, clock=fixed_clock(NOW), knowledge=knowledge)
+    try:
+        waiting = app.test_client().get("/readyz")
+        assert waiting.status_code == 503
+        assert waiting.get_json()["status"] == "not ready" and waiting.get_json()["reason"]
+        validator = component_validator(document, "Readiness")
+        assert list(validator.iter_errors(waiting.get_json())) == []
+    finally:
+        app.extensions["cds_runtime"].close()
+        release(settings.database_url)
 
 
 def test_served_without_a_token_when_auth_is_on(tmp_path: Path, knowledge: Knowledge) -> None:
