@@ -75,11 +75,8 @@ def label(concept: Any) -> str | None:
     """The best single display name of a CodeableConcept."""
     if isinstance(concept, dict) and isinstance(concept.get("text"), str) and concept["text"]:
         return str(concept["text"])
-    for coding in codings(concept):
-        if coding.display:
-            return coding.display
-    first = codings(concept)
-    return f"{first[0].code}" if first else None
+    found = codings(concept)
+    return next((c.display for c in found if c.display), found[0].code if found else None)
 
 
 def parse_datetime(value: Any) -> datetime | None:

@@ -178,7 +178,7 @@ def systemic(ev: Evaluation, medicine: Medicine) -> bool:
     local = ev.knowledge.valueset("non-systemic-routes")
     coded = [r for r in routes if codings(r)]
     if coded:
-        return not all(local.has(ev.knowledge.code_keys(r)) for r in coded)
+        return not all(ev.coded(r, "non-systemic-routes") for r in coded)
     medication = ev.record.medication_of(request) or {}
     words = [
         *medicine.texts,
