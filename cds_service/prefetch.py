@@ -173,8 +173,9 @@ def gather(
             required = [t.key for t in templates if t.key in jobs and t.required]
             failures.extend(_missing(key, str(refused)) for key in required)
             # A warning when the call fails for it; an optional key the EHR did not send (and
-            # this server may not be asked for) is no operator's problem.
-            level = logging.WARNING if required else logging.INFO
+            # this server may not be asked for) is no operator's problem, and with many EHRs it
+            # is every call: a debug line, not one INFO line more per call.
+            level = logging.WARNING if required else logging.DEBUG
             log.log(level, "fhirServer refused", extra={"reason": str(refused)})
         else:
             futures = {key: executor.submit(job, fetcher) for key, job in jobs.items()}
