@@ -305,8 +305,7 @@ class Bench:
             out, err = proc.communicate(timeout=seconds + 60)
             if "BENCH_JSON " not in out:
                 raise SystemExit(f"wrk failed on {server.name}: {err or out}")
-            run: Run = json.loads(out.split("BENCH_JSON ", 1)[1].splitlines()[0])
-            return run
+            return json.loads(out.split("BENCH_JSON ", 1)[1].splitlines()[0])
 
         used, workers = 0, server.workers()
         for attempt in range(1, EVEN_ATTEMPTS + 1):
