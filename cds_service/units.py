@@ -6,6 +6,7 @@ import hashlib
 import math
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -39,8 +40,19 @@ class Analyte:
     valence: int
 
 
-@cache
+# Building a registry is not thread-safe (pint's definition loading shares state): two request
+# threads building it at once got errors such as KeyError('bit'), and every unit they tried was
+# then cached as not understood for the life of the process. One thread builds; the rest wait.
+_REGISTRY_LOCK = threading.Lock()
+
+
 def _registry() -> Any:
+    with _REGISTRY_LOCK:
+        return _build_registry()
+
+
+@cache
+def _build_registry() -> Any:
     from ucumvert import PintUcumRegistry  # imported lazily: building the registry takes ~0.5 s
 
     # pint caches its parsed unit definitions on disk (a start 0.25 s instead of 2-3 s).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from cds_service.fhir.data import Quantity
@@ -122,3 +125,41 @@ def test_a_lab_limit_converted_like_the_value_compares_exactly() -> None:
 def test_without_a_conversion_the_limit_is_exact() -> None:
     assert below(59.99, 60) and not below(60, 60)  # eGFR, mL/min/1.73 m2 as reported
     assert below(8.499, 8.5) and not below(8.5, 8.5)
+
+
+# Run in a fresh interpreter: the registry is built once per process, and this is about the first.
+_FIRST_CONVERSIONS_AT_ONCE = """
+import threading
+from cds_service.fhir.data import Quantity
+from cds_service.units import Analyte, concentration
+
+calcium = Analyte("calcium", 40.078, 2)
+units = ["mg/dL", "mmol/L", "meq/L", "umol/L", "g/dL", "mg/L", "ug/mL", "mol/L", "g/L", "ng/mL"]
+start = threading.Barrier(8)
+
+def convert(shift):
+    start.wait()
+    for unit in units[shift:] + units[:shift]:
+        concentration(Quantity(8.1, unit, unit), "mg/dL", calcium)
+
+threads = [threading.Thread(target=convert, args=(n,)) for n in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print([u for u in units if concentration(Quantity(8.1, u, u), "mg/dL", calcium) is None])
+"""
+
+
+def test_request_threads_converting_at_once_in_a_new_process_all_get_answers() -> None:
+    """Request threads that are a process's first to convert units build the registry together:
+    without a lock that failed, and the units they tried stayed "not understood" for good."""
+    for _ in range(3):
+        run = subprocess.run(
+            [sys.executable, "-c", _FIRST_CONVERSIONS_AT_ONCE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert run.stdout.strip() == "[]", run.stdout + run.stderr[-2000:]

@@ -8,9 +8,9 @@ from cds_service.protocol import schemas
 
 
 def test_warm_up_builds_the_schema_validators_and_the_unit_registry() -> None:
-    for cached in (units._registry, units._parse, units._conversion):
+    for cached in (units._build_registry, units._parse, units._conversion):
         cached.cache_clear()  # conversions made by earlier tests would not need the registry
     schemas._validator.cache_clear()
     warm_up()
-    assert units._registry.cache_info().currsize == 1
+    assert units._build_registry.cache_info().currsize == 1
     assert schemas._validator.cache_info().currsize == len(schemas.SCHEMA_NAMES)
