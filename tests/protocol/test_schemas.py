@@ -1174,6 +1174,23 @@ INVALID: list[Any] = [
     ),
     pytest.param(
         "feedback",
+        variant(
+            SPEC_FEEDBACK_OVERRIDDEN, ((*FB0, "outcomeTimestamp"), "2026-11-24T23:59:60.\u0663Z")
+        ),
+        [("$.feedback[0].outcomeTimestamp", "not a valid date-time")],
+        id="feedback-timestamp-leap-second-arabic-indic-fraction",
+    ),
+    pytest.param(
+        "feedback",
+        variant(
+            SPEC_FEEDBACK_OVERRIDDEN,
+            ((*FB0, "outcomeTimestamp"), "2026-11-24T12:00:00.1234567\u0663Z"),
+        ),
+        [("$.feedback[0].outcomeTimestamp", "not a valid date-time")],
+        id="feedback-timestamp-arabic-indic-digit-past-microseconds",
+    ),
+    pytest.param(
+        "feedback",
         variant(SPEC_FEEDBACK_OVERRIDDEN, ((*FB0, "outcomeTimestamp"), 1607644800)),
         [("$.feedback[0].outcomeTimestamp", "not of type 'string'")],
         id="feedback-timestamp-epoch-number",
