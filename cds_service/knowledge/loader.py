@@ -292,10 +292,13 @@ def _read_yaml(path: Path, problems: list[str]) -> Any:
     try:
         # libyaml's loader when installed: it reads cards/ about ten times faster (start-up, tests).
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except (OSError, yaml.YAMLError) as exc:
         problems.append(f"{path.name}: cannot be read: {exc}")
         return None
+    if document is None:  # an empty file (or a bare null) would otherwise pass unnoticed
+        problems.append(f"{path.name}: is empty")
+    return document
 
 
 def _check(path: Path, document: Any, schema: str, problems: list[str]) -> bool:

@@ -270,6 +270,12 @@ def test_a_missing_file_cannot_be_read(cards: Path) -> None:
     assert problem.startswith("orders.yaml: cannot be read: [Errno 2] No such file or directory")
 
 
+@pytest.mark.parametrize("name", ["orders.yaml", "cards.yaml", "valuesets/eeg.yaml"])
+def test_an_empty_file_is_a_problem_not_a_crash(cards: Path, name: str) -> None:
+    (cards / name).write_text("# emptied by mistake\n", encoding="utf-8")
+    assert problems_of(cards) == [f"{Path(name).name}: is empty"]
+
+
 def test_a_missing_directory_says_which_setting_names_it(tmp_path: Path) -> None:
     assert problems_of(tmp_path / "nowhere") == [
         f"{tmp_path / 'nowhere'}: knowledge directory not found (set CDS_KNOWLEDGE_DIR)"
