@@ -219,7 +219,9 @@ def add_referenced_medications(
     try:
         fetcher = connect()
     except FhirFetchError as refused:
-        log.info("referenced medications not looked up", extra={"reason": str(refused)})
+        # As for an optional prefetch key: what the EHR did not send and no server may be asked
+        # for; the card says the medicine could not be identified.
+        log.debug("referenced medications not looked up", extra={"reason": str(refused)})
         return
     # FHIR ids are [A-Za-z0-9-.] (checked when collected): nothing in them needs escaping.
     job = _querier(f"Medication?_id={','.join(ids)}&_count={len(ids)}")

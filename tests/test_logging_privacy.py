@@ -271,6 +271,24 @@ def test_an_optional_key_the_ehr_did_not_send_is_no_warning(debug_app: Flask, lo
     assert [line["level"] for line in refusals] == ["DEBUG"]
 
 
+def test_a_medication_no_server_may_be_asked_for_is_no_info_line(
+    debug_app: Flask, logs: Logs
+) -> None:
+    """An order naming a Medication the EHR did not send, and no fhirServer: the card says the
+    medicine could not be identified; the log says so only at DEBUG (with some EHRs, every call)."""
+    scenario = Path(__file__).parent.parent / "fixtures/scenarios"
+    path = scenario / "383-medication-reference-not-received-says-unidentified.json"
+    body = json.loads(path.read_text(encoding="utf-8"))["request"]
+    assert "fhirServer" not in body
+    assert debug_app.test_client().post(URL, json=body).status_code == 200
+    lines = logs.json_lines()
+    assert [(line["level"], line["logger"]) for line in lines if line["level"] != "DEBUG"] == [
+        ("INFO", "cds_service.access")
+    ]
+    refusals = [line for line in lines if line["message"] == "referenced medications not looked up"]
+    assert [line["level"] for line in refusals] == ["DEBUG"]
+
+
 def test_an_unexpected_error_logs_where_not_what(
     debug_app: Flask, logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
