@@ -16,7 +16,12 @@ from typing import Any, NamedTuple
 
 Resource = dict[str, Any]
 
-_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
+# FHIR's date and dateTime forms, digits 0-9 only (\d would take other scripts' digits, and
+# fromisoformat alone would read forms FHIR does not allow: "2026-W47-5", "20261120").
+_PARTIAL_DATE = re.compile(r"([0-9]{4})(?:-([0-9]{2}))?(?:-([0-9]{2}))?")
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 def items(value: Any) -> list[Any]:
@@ -83,11 +88,13 @@ def parse_datetime(value: Any) -> datetime | None:
     """A FHIR date, dateTime or instant as an aware datetime (partial dates start at their first day)."""
     if not isinstance(value, str) or not value:
         return None
-    partial = _PARTIAL_DATE.match(value)
+    partial = _PARTIAL_DATE.fullmatch(value)
     try:
         if partial:
             year, month, day = partial.groups()
             return datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
+        if not _DATE_TIME.fullmatch(value):
+            return None
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
@@ -103,7 +110,7 @@ def parse_date(value: Any) -> date | None:
 def last_possible_date(value: Any) -> date | None:
     """The last day a FHIR date may stand for: a partial date ("1961", "1961-11") ends with its
     year or month, a full date is itself."""
-    partial = _PARTIAL_DATE.match(value) if isinstance(value, str) else None
+    partial = _PARTIAL_DATE.fullmatch(value) if isinstance(value, str) else None
     if partial is None:
         return parse_date(value)
     year, month, day = partial.groups()
@@ -181,7 +188,7 @@ def quantity(value: Any) -> Quantity | None:
     )
 
 
-_NUMBER_AS_TEXT = re.compile(r"^\s*(<=|>=|<|>)?\s*(\d+(?:\.\d+)?)\s*$")
+_NUMBER_AS_TEXT = re.compile(r"\s*(<=|>=|<|>)?\s*([0-9]+(?:\.[0-9]+)?)\s*")
 
 
 def reported_quantity(observation: Resource) -> Quantity | None:
@@ -191,7 +198,7 @@ def reported_quantity(observation: Resource) -> Quantity | None:
     text = observation.get("valueString")
     if found is not None or not isinstance(text, str):
         return found
-    match = _NUMBER_AS_TEXT.match(text)
+    match = _NUMBER_AS_TEXT.fullmatch(text)
     if match is None:
         return None
     return Quantity(float(match.group(2)), None, None, None, match.group(1))
