@@ -289,11 +289,15 @@ def _validator(name: str) -> Draft202012Validator:
 
 
 def _read_yaml(path: Path, problems: list[str]) -> Any:
+    if path.exists() and not path.is_file():  # a FIFO would block the read for ever
+        problems.append(f"{path.name}: cannot be read: not a regular file")
+        return None
     try:
         # libyaml's loader when installed: it reads cards/ about ten times faster (start-up, tests).
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         document = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
-    except (OSError, yaml.YAMLError) as exc:
+    # ValueError: not UTF-8 (UnicodeDecodeError), or an integer past Python's digit limit.
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         problems.append(f"{path.name}: cannot be read: {exc}")
         return None
     if document is None:  # an empty file (or a bare null) would otherwise pass unnoticed

@@ -3,6 +3,7 @@ of cards/, and the knowledge base as shipped loading clean."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -274,6 +275,28 @@ def test_a_missing_file_cannot_be_read(cards: Path) -> None:
 def test_an_empty_file_is_a_problem_not_a_crash(cards: Path, name: str) -> None:
     (cards / name).write_text("# emptied by mistake\n", encoding="utf-8")
     assert problems_of(cards) == [f"{Path(name).name}: is empty"]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"\xff\xfe\x00", "'utf-8' codec can't decode byte 0xff"),
+        ("thresholds: x\n".encode("utf-16"), "'utf-8' codec can't decode byte 0xff"),
+        (b"x: " + b"9" * 5000 + b"\n", "Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_a_file_that_is_not_utf8_yaml_cannot_be_read(
+    cards: Path, content: bytes, reason: str
+) -> None:
+    (cards / "thresholds.yaml").write_bytes(content)
+    [problem] = problems_of(cards)
+    assert problem.startswith("thresholds.yaml: cannot be read: ") and reason in problem
+
+
+def test_a_fifo_in_place_of_a_file_is_a_problem_not_a_hang(cards: Path) -> None:
+    (cards / "valuesets" / "eeg.yaml").unlink()
+    os.mkfifo(cards / "valuesets" / "eeg.yaml")
+    assert problems_of(cards) == ["eeg.yaml: cannot be read: not a regular file"]
 
 
 def test_a_missing_directory_says_which_setting_names_it(tmp_path: Path) -> None:
