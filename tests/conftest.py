@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -145,3 +146,32 @@ def assert_valid_response(body: Any) -> None:
     """The body is a valid CDS Hooks response (our schema: no nulls, no empties, card rules)."""
     problems = validate(body, "response")
     assert problems == [], problems
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Node ids as pytest-xdist's loadgroup scheduling needs them, which runs each node id once and
+    reads a test's xdist_group from a "@group" suffix. Schemathesis (4.x on pytest 9) gives each
+    operation's test the same node id: loadgroup ran one of the six, silently; they take their
+    parametrized name instead. xdist adds the suffix by setting `_nodeid`, which pytest 9.2 no
+    longer reads (every group was ignored); in a worker it is added here."""
+    counts = Counter(item.nodeid for item in items)
+    for item in items:
+        if counts[item.nodeid] > 1:
+            rename(item, f"{item.nodeid.rpartition('::')[0]}::{item.name}")
+    repeated = [nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1]
+    if repeated:
+        raise pytest.UsageError(f"tests with the same node id (one would not run): {repeated}")
+    # Workers see --dist as "no"; xdist leaves them `loadgroup` instead.
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
+        for item in items:
+            groups = sorted({str(mark.args[0]) for mark in item.iter_markers("xdist_group")})
+            if groups and not item.nodeid.endswith(f"@{'_'.join(groups)}"):
+                rename(item, f"{item.nodeid}@{'_'.join(groups)}")
+
+
+def rename(item: pytest.Item, nodeid: str) -> None:
+    """Give `item` another node id (pytest 9.2 keeps it as a parsed `_id`, earlier ones as a string)."""
+    if hasattr(item, "_id"):
+        item._id = type(item._id).parse(nodeid)
+    else:
+        item._nodeid = nodeid
