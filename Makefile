@@ -87,7 +87,7 @@ image:
 
 ## make image-test: build the image, run it as deployed and check it (tests/deploy/test_image.py)
 image-test: $(VENV)/.installed-test
-	CDS_IMAGE_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider tests/deploy/test_image.py
+	CDS_IMAGE_TESTS=1 $(BIN)/python -m pytest -n 0 -p no:cacheprovider tests/deploy/test_image.py
 
 ## make audit: known vulnerabilities in requirements.lock (needs PyPI's JSON API, pypi.org/pypi/...)
 audit: | $(BIN)/python

@@ -32,7 +32,8 @@ from cds_service.config import Settings
 from tests.conftest import FIXTURES, SERVICE_ID, assert_valid_response, make_settings, release
 from tests.support.fhir_server import LocalFhirServer, requests_seen, reset_requests
 
-pytestmark = pytest.mark.fhir_server
+# One xdist worker runs the module: one FHIR server (its start loads ~35 MB of definitions).
+pytestmark = [pytest.mark.fhir_server, pytest.mark.xdist_group("fhir-fallback")]
 
 TOKEN = "fallback-test-token-8c1f"
 # Seconds: far above the slowest search seen under load, still a bound (a hung server fails the test).

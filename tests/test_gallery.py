@@ -29,6 +29,8 @@ from tests.conftest import FIXTURES, NOW, ROOT
 SCENARIOS = FIXTURES / "scenarios"
 # Where the browser test leaves its screenshots (gitignored); CDS_TEST_ARTIFACTS moves them.
 ARTIFACTS = Path(os.environ.get("CDS_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
+# One xdist worker runs the module: the gallery is built once.
+pytestmark = pytest.mark.xdist_group("gallery")
 CHROMIUM = (
     "/usr/bin/chromium"  # Debian's package: .ci/run installs it, Playwright downloads nothing
 )

@@ -35,6 +35,10 @@ from cds_service.store import engine_for
 from cds_service.store.schema import issued_cards
 from tests.conftest import FIXTURES, ROOT, SERVICE_ID, release
 
+# One pytest-xdist worker runs this module's tests and the other real-server modules' (test_nginx,
+# test_replicas, test_serve) one after another: side by side they would skew each other's timings.
+pytestmark = pytest.mark.xdist_group("servers")
+
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())

@@ -30,7 +30,9 @@ from tests.conftest import ROOT, SERVICE_ID
 from tests.deploy.conftest import require_tool
 from tests.test_serve import free_port, self_signed
 
-pytestmark = pytest.mark.deploy
+# One pytest-xdist worker runs this module's tests and the other real-server modules' (test_nginx,
+# test_replicas, test_serve) one after another: side by side they would skew each other's timings.
+pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("servers")]
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 HOOK_PATH = f"/cds-services/{SERVICE_ID}"

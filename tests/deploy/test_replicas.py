@@ -47,7 +47,9 @@ from tests.deploy.test_nginx import (
 )
 from tests.test_serve import free_port, self_signed
 
-pytestmark = pytest.mark.deploy
+# One pytest-xdist worker runs this module's tests and the other real-server modules' (test_nginx,
+# test_replicas, test_serve) one after another: side by side they would skew each other's timings.
+pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("servers")]
 
 PUBLIC_BASE = (
     "https://cds.replicas.example"  # every replica's CDS_PUBLIC_BASE_URL: tokens' audience

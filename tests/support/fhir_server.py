@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -183,9 +184,16 @@ def _origin(base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+@cache
+def _test_aid_client() -> httpx.Client:
+    # One client for the test aids below: each new client loads the system CA bundle (~30 ms),
+    # and the fallback tests call them twice per scenario. Plain HTTP on loopback needs none.
+    return httpx.Client(timeout=10, verify=False)
+
+
 def requests_seen(base_url: str) -> list[dict[str, Any]]:
     """The server's log of FHIR requests, oldest first: {method, path, query, authorization}."""
-    response = httpx.get(f"{_origin(base_url)}/__requests", timeout=10)
+    response = _test_aid_client().get(f"{_origin(base_url)}/__requests")
     response.raise_for_status()
     seen: list[dict[str, Any]] = response.json()
     return seen
@@ -193,4 +201,4 @@ def requests_seen(base_url: str) -> list[dict[str, Any]]:
 
 def reset_requests(base_url: str) -> None:
     """Clears the server's request log."""
-    httpx.post(f"{_origin(base_url)}/__reset", timeout=10).raise_for_status()
+    _test_aid_client().post(f"{_origin(base_url)}/__reset").raise_for_status()

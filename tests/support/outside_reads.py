@@ -212,11 +212,26 @@ def _no_reads_outside_repository() -> Iterator[None]:
         pytest.fail("read outside the repository:\n" + "\n".join(new), pytrace=False)
 
 
+# Violations that pytest-xdist workers recorded outside any test (their exit status is not the run's).
+_FROM_WORKERS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """In the xdist controller: take a finished worker's violations."""
+    _FROM_WORKERS.extend(getattr(node, "workeroutput", {}).get("outside_reads", []))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if WATCH.violations:
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # an xdist worker: the controller reports them and fails the run
+        worker_output["outside_reads"] = list(WATCH.violations)
+        return
+    violations = WATCH.violations + _FROM_WORKERS
+    if violations:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line("reads outside the repository:", red=True)
-            for violation in WATCH.violations:
+            for violation in violations:
                 reporter.write_line(f"  {violation}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

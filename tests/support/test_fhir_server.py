@@ -61,6 +61,7 @@ def _seed_bundle() -> dict[str, Any]:
                 "subject": {"reference": "Patient/pt-1"},
             },
         ),
+        *((None, resource) for resource in _patient_search_conditions()),
     ]
     entries = []
     for full_url, resource in resources:
@@ -72,6 +73,22 @@ def _seed_bundle() -> dict[str, Any]:
             entry["fullUrl"] = full_url
         entries.append(entry)
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _condition(cond_id: str, subject: str, **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Condition", "id": cond_id, "subject": {"reference": subject}, **extra}
+
+
+def _patient_search_conditions() -> list[dict[str, Any]]:
+    """Conditions that name patient pt-3 in ways a `patient` search must tell apart: the server
+    searches only the resources that mention the id, and Medplum decides which of them match."""
+    return [
+        _condition("pt3-match", "Patient/pt-3"),
+        _condition("pt3-absolute", "http://other.example/fhir/Patient/pt-3"),
+        _condition("pt3-prefix", "Patient/pt-30"),
+        _condition("pt3-in-note", "Patient/pt-2", note=[{"text": "seen with pt-3"}]),
+        _condition("pt3-group", "Group/pt-3"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +143,27 @@ def test_search_by_patient_and_codes(client: httpx.Client) -> None:
     assert bundle["type"] == "searchset"
     assert sorted(_ids(bundle)) == ["obs-ca", "obs-ca-mol"]
     assert bundle["total"] == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("patient=pt-3", ["pt3-match"]),
+        ("patient=Patient/pt-3", ["pt3-match"]),
+        ("subject=Patient/pt-3", ["pt3-match"]),
+        ("patient=pt-3,pt-2", ["pt3-in-note", "pt3-match"]),
+        ("patient=pt-3&_count=1", ["pt3-match"]),
+        ("patient:missing=false&subject=Patient/pt-30", ["pt3-prefix"]),
+    ],
+)
+def test_patient_searches_match_as_medplum_decides(
+    client: httpx.Client, query: str, expected: list[str]
+) -> None:
+    # The answers of Medplum's own matching (the server narrows `patient` searches to the
+    # resources that mention the id first; that must change no answer).
+    bundle = client.get(f"Condition?{query}").json()
+    assert sorted(_ids(bundle)) == expected
+    assert bundle["total"] == len(expected)
 
 
 def test_seeding_rewrites_urn_uuid_references(client: httpx.Client) -> None:
