@@ -44,7 +44,8 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
     unstorable = [issue for i, item in enumerate(items) for issue in storable(item, i)]
     if unstorable:
         raise InvalidRequest("the feedback has a value the service cannot store", unstorable)
-    items = [_with_readable_time(item, at) for item, at in zip(items, times, strict=True)]
+    instants = [at for at in times if isinstance(at, datetime)]  # every one: checked above
+    items = [_as_first_hashed(item, at) for item, at in zip(items, instants, strict=True)]
     # A UUID's hex digits may come in either case (RFC 9562); the service issues lowercase ones.
     items = [{**item, "card": item["card"].lower()} for item in items]
     if not runtime.store_available():  # failed a moment ago: answer now rather than wait on it
@@ -58,7 +59,7 @@ def receive_feedback(runtime: Runtime, service_id: str, body: Any) -> dict[str, 
             retry_after=5,
         )
     try:
-        new = save_feedback(runtime.settings.database_url, service_id, items, now)
+        new = save_feedback(runtime.settings.database_url, service_id, items, instants, now)
     except StoreRefused:
         # A value the checks above let through and the database cannot hold: the caller's data,
         # so 400; the database itself is fine, so nothing else is switched off.
@@ -140,15 +141,13 @@ def outcome_time(text: str, now: datetime) -> datetime | str:
     return instant
 
 
-def _with_readable_time(item: dict[str, Any], instant: datetime | str) -> dict[str, Any]:
-    """`item`, its outcomeTimestamp rewritten only if the store could not read it as sent.
-
-    Items are kept as sent where possible: the stored identity of an item is a hash of it.
-    """
-    text = item["outcomeTimestamp"]
+def _as_first_hashed(item: dict[str, Any], instant: datetime) -> dict[str, Any]:
+    """`item` as its stored identity (a hash of it) has always been computed: as sent, unless
+    `datetime.fromisoformat` cannot read its outcomeTimestamp (a leap second, a lowercase "z"),
+    which earlier versions rewrote as the UTC instant, so that such an item sent again after an
+    upgrade is still known. The stored time is `instant` either way."""
     try:
-        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00"))
         return item
     except ValueError:
-        assert isinstance(instant, datetime)  # checked by the caller
         return {**item, "outcomeTimestamp": instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}

@@ -19,7 +19,9 @@ def item_hash(service_id: str, item: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps([service_id, item], sort_keys=True).encode()).hexdigest()
 
 
-def _row(service_id: str, item: dict[str, Any], received_at: datetime) -> dict[str, Any]:
+def _row(
+    service_id: str, item: dict[str, Any], outcome_at: datetime, received_at: datetime
+) -> dict[str, Any]:
     reason = (item.get("overrideReason") or {}).get("reason") or {}
     accepted = item.get("acceptedSuggestions")
     return {
@@ -33,9 +35,7 @@ def _row(service_id: str, item: dict[str, Any], received_at: datetime) -> dict[s
         "override_display": reason.get("display"),
         "user_comment": (item.get("overrideReason") or {}).get("userComment"),
         # In UTC: SQLite keeps no offset, and everything read back is taken as UTC.
-        "outcome_at": datetime.fromisoformat(
-            item["outcomeTimestamp"].replace("Z", "+00:00")
-        ).astimezone(UTC),
+        "outcome_at": outcome_at.astimezone(UTC),
         "received_at": received_at,
     }
 
@@ -66,10 +66,18 @@ def _attribute(connection: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def save_feedback(
-    url: str, service_id: str, items: list[dict[str, Any]], received_at: datetime
+    url: str,
+    service_id: str,
+    items: list[dict[str, Any]],
+    outcome_times: list[datetime],
+    received_at: datetime,
 ) -> int:
-    """Store a validated batch; returns how many items were new. Commits before returning."""
-    rows = [_row(service_id, item, received_at) for item in items]
+    """Store a validated batch, each item with its outcomeTimestamp as read (an aware datetime);
+    returns how many items were new. Commits before returning."""
+    rows = [
+        _row(service_id, item, at, received_at)
+        for item, at in zip(items, outcome_times, strict=True)
+    ]
     new = 0
     with session(url, write=True) as connection:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite

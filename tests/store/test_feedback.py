@@ -26,10 +26,11 @@ RECEIVED = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
 def test_an_override_takes_effect_at_its_instant_whatever_its_offset(
     database_url: str, outcome_timestamp: str, instant: datetime
 ) -> None:
-    """SQLite keeps no offset: a local time stored as sent was read back as UTC (a snooze hours
+    """SQLite keeps no offset: a local time stored as given was read back as UTC (a snooze hours
     early or late)."""
     migrate(database_url)
     record_issued(database_url, [IssuedCard(CARD, "svc", "kind", "info", "p", "e", ISSUED)])
     item = {"card": CARD, "outcome": "overridden", "outcomeTimestamp": outcome_timestamp}
-    assert save_feedback(database_url, "svc", [item], RECEIVED) == 1
+    at = datetime.fromisoformat(outcome_timestamp.replace("Z", "+00:00"))
+    assert save_feedback(database_url, "svc", [item], [at], RECEIVED) == 1
     assert overrides_for(database_url, "p") == {("kind", "e"): instant}
