@@ -263,12 +263,15 @@ def test_an_optional_key_the_ehr_did_not_send_is_no_warning(debug_app: Flask, lo
     body = hook_request(NOT_ALLOWLISTED)
     del body["prefetch"]["medication-statements"]
     assert debug_app.test_client().post(URL, json=body).status_code == 200
-    lines = logs.json_lines()
+    assert_access_line_and_debug(logs.json_lines(), "fhirServer refused")
+
+
+def assert_access_line_and_debug(lines: list[dict[str, Any]], message: str) -> None:
+    """Above DEBUG only the call's access line; `message` logged once, at DEBUG."""
     assert [(line["level"], line["logger"]) for line in lines if line["level"] != "DEBUG"] == [
         ("INFO", "cds_service.access")
     ]
-    refusals = [line for line in lines if line["message"] == "fhirServer refused"]
-    assert [line["level"] for line in refusals] == ["DEBUG"]
+    assert [line["level"] for line in lines if line["message"] == message] == ["DEBUG"]
 
 
 def test_a_medication_no_server_may_be_asked_for_is_no_info_line(
@@ -281,12 +284,7 @@ def test_a_medication_no_server_may_be_asked_for_is_no_info_line(
     body = json.loads(path.read_text(encoding="utf-8"))["request"]
     assert "fhirServer" not in body
     assert debug_app.test_client().post(URL, json=body).status_code == 200
-    lines = logs.json_lines()
-    assert [(line["level"], line["logger"]) for line in lines if line["level"] != "DEBUG"] == [
-        ("INFO", "cds_service.access")
-    ]
-    refusals = [line for line in lines if line["message"] == "referenced medications not looked up"]
-    assert [line["level"] for line in refusals] == ["DEBUG"]
+    assert_access_line_and_debug(logs.json_lines(), "referenced medications not looked up")
 
 
 def test_an_unexpected_error_logs_where_not_what(
